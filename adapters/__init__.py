@@ -1,0 +1,1 @@
+"""Platform adapters: they translate between a chat platform and the core, nothing more."""

@@ -1,0 +1,22 @@
+"""The small protocol every adapter implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from core.messages import Reply
+
+
+class Adapter(Protocol):
+    """Starts and stops inside the core's lifespan and can send a reply to a space."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Connect and begin handling events; returns once running."""
+
+    async def stop(self) -> None:
+        """Stop handling events and release connections."""
+
+    async def send(self, space: str, reply: Reply) -> None:
+        """Deliver a reply to a space unprompted (for example, when a bulk job finishes)."""

@@ -1,0 +1,363 @@
+"""Pure translation from Telegram updates to core requests; no network I/O happens here."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from telegram import CallbackQuery, InlineQuery, Message, MessageEntity, TelegramObject, Update
+from telegram.constants import ChatType
+
+from core.messages import AudioRef, Command, Request
+
+PLATFORM = "telegram"
+DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile on the cloud Bot API refuses bigger files
+INLINE_RESULTS = 50  # Telegram's cap on results per inline answer
+
+AUDIO_EXTENSIONS = frozenset({"aac", "aif", "aiff", "flac", "m4a", "mp3", "oga", "ogg", "opus", "wav", "weba", "wma"})
+REUSABLE_KINDS = frozenset({"voice", "audio"})  # file_ids the bot can send back as playable audio
+
+# "what sound is this", "what's that noise?", "what is this", "identify"
+ASKING = re.compile(
+    r"\bwhat\b[^.!]*\b(?:sound|noise)\b|\bwhat(?:'s|’s|\s+is)\s+(?:this|that|it)\b|\bidentify\b",
+    re.IGNORECASE,
+)
+
+Fetcher = Callable[[str], Callable[[], Awaitable[bytes]]]  # file_id -> a download the core may call
+
+
+@dataclass(frozen=True)
+class BotContext:
+    """What translation needs to know about the bot and its configuration."""
+
+    bot_id: int
+    username: str
+    local_mode: bool = False
+    extra_spaces: tuple[str, ...] = ()  # e.g. ("global",) when the config enables the global library
+    global_space: str = "global"  # always searched by inline queries
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A reply the adapter gives by itself, without asking the core (usage hints, refusals)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """An attached file as Telegram describes it."""
+
+    kind: str  # voice, audio, video_note, document
+    file_id: str
+    filename: str
+    size: int | None
+    mime: str | None
+    is_audio: bool
+    duration: float | None = None
+
+
+USAGE = {
+    Command.ADD: "Send /add as the caption of a voice note or audio file, or reply /add to one. "
+    "Words after /add become its description.",
+    Command.SEARCH: "Tell me what to look for, for example: /search thunder",
+    Command.IDENTIFY: "Send /identify as the caption of a voice note or audio file, or reply /identify to one.",
+    Command.REMOVE: "Tell me which sample to remove, for example: /remove 12",
+    Command.PLAY: "Tell me which sample to play, for example: /play 12",
+    Command.MORE: "Tell me which sample to match, for example: /more 12",
+}
+
+COMMANDS: dict[str, Command] = {
+    "add": Command.ADD,
+    "search": Command.SEARCH,
+    "s": Command.SEARCH,
+    "identify": Command.IDENTIFY,
+    "what": Command.IDENTIFY,
+    "similar": Command.SIMILAR,
+    "remove": Command.REMOVE,
+    "play": Command.PLAY,
+    "more": Command.MORE,
+    "stats": Command.STATS,
+    "help": Command.HELP,
+    "start": Command.START,
+    "labels": Command.LABELS,
+}
+
+# What setMyCommands registers, in menu order.
+MENU: tuple[tuple[str, str], ...] = (
+    ("search", "Find sounds by describing them"),
+    ("add", "Add a voice note or audio file to this chat's library"),
+    ("identify", "What sound is this? (reply to a voice note)"),
+    ("remove", "Remove a sample you added: /remove <id>"),
+    ("stats", "How big this chat's library is"),
+    ("help", "How to use the bot"),
+)
+
+
+def space_of(chat_id: int) -> str:
+    """The library key of a chat (a private chat's id is the user's id)."""
+    return f"{PLATFORM}:{chat_id}"
+
+
+def chat_of(space: str) -> int | None:
+    """The chat id behind a Telegram library key, or None for other keys."""
+    prefix = f"{PLATFORM}:"
+    if not space.startswith(prefix):
+        return None
+    try:
+        return int(space[len(prefix) :])
+    except ValueError:
+        return None
+
+
+def user_of(user_id: int) -> str:
+    """The core's user id for a Telegram user."""
+    return f"{PLATFORM}:{user_id}"
+
+
+def file_handle(kind: str, file_id: str) -> str:
+    """The opaque handle stored in the core: the file_id plus how to send it back."""
+    return f"{kind}:{file_id}"
+
+
+def parse_file_handle(handle: str) -> tuple[str, str]:
+    """(kind, file_id) from a stored handle; a bare file_id counts as audio."""
+    kind, sep, file_id = handle.partition(":")
+    if sep and kind in REUSABLE_KINDS:
+        return kind, file_id
+    return "audio", handle
+
+
+def attachment_of(message: Message | None) -> Attachment | None:
+    """The voice note, audio file, video note or document a message carries, if any."""
+    if message is None:
+        return None
+    if message.voice is not None:
+        v = message.voice
+        mime = v.mime_type or "audio/ogg"
+        return Attachment("voice", v.file_id, "voice.ogg", v.file_size, mime, True, _seconds(v))
+    if message.audio is not None:
+        a = message.audio
+        return Attachment("audio", a.file_id, a.file_name or "audio.mp3", a.file_size, a.mime_type, True, _seconds(a))
+    if message.video_note is not None:
+        n = message.video_note
+        return Attachment("video_note", n.file_id, "video_note.mp4", n.file_size, "video/mp4", True, _seconds(n))
+    if message.document is not None:
+        d = message.document
+        name = d.file_name or "file"
+        return Attachment("document", d.file_id, name, d.file_size, d.mime_type, _looks_like_audio(name, d.mime_type))
+    return None
+
+
+def _seconds(media: TelegramObject) -> float | None:
+    """A declared duration; read from the wire form to avoid PTB's int/timedelta deprecation warning."""
+    value = media.to_dict().get("duration")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _looks_like_audio(name: str, mime: str | None) -> bool:
+    if mime and (mime.startswith("audio/") or mime.startswith("video/")):
+        return True
+    return "." in name and name.rsplit(".", 1)[1].lower() in AUDIO_EXTENSIONS
+
+
+def audio_ref(attachment: Attachment, ctx: BotContext, fetcher: Fetcher) -> AudioRef | Notice:
+    """An AudioRef the core can download, or a Notice explaining why this file can't be used."""
+    if not attachment.is_audio:
+        return Notice(
+            f"“{attachment.filename}” doesn't look like an audio file. "
+            "Send a voice note, an audio file or an audio document."
+        )
+    if not ctx.local_mode and attachment.size is not None and attachment.size > DOWNLOAD_LIMIT:
+        return Notice(
+            f"That file is {attachment.size / (1024 * 1024):.1f} MB, but Telegram only lets bots download files "
+            "up to 20 MB. Send a shorter or compressed clip."
+        )
+    reusable = file_handle(attachment.kind, attachment.file_id) if attachment.kind in REUSABLE_KINDS else None
+    return AudioRef(
+        filename=attachment.filename,
+        fetch=fetcher(attachment.file_id),
+        size=attachment.size,
+        duration=attachment.duration,
+        mime=attachment.mime,
+        platform_file_id=reusable,
+    )
+
+
+def translate(update: Update, ctx: BotContext, fetcher: Fetcher) -> Request | Notice | None:
+    """Map any update to a Request, a Notice to send back, or None when the bot should stay quiet."""
+    if update.message is not None:
+        return translate_message(update.message, ctx, fetcher)
+    if update.callback_query is not None:
+        return translate_callback(update.callback_query, ctx)
+    if update.inline_query is not None:
+        return translate_inline(update.inline_query, ctx)
+    return None
+
+
+def _command(message: Message, ctx: BotContext) -> tuple[str, str] | None:
+    """(name, argument text) when the message starts with a command for this bot."""
+    text = message.text or message.caption or ""
+    entities = message.entities or message.caption_entities
+    if not entities or entities[0].type != MessageEntity.BOT_COMMAND or entities[0].offset != 0:
+        return None
+    parsed = message.parse_entities() if message.text else message.parse_caption_entities()
+    token = parsed[entities[0]]
+    name, _, target = token[1:].partition("@")
+    if target and target.lower() != ctx.username.lower():
+        return ("", "")  # a command for another bot
+    return name.lower(), text[len(token) :].strip()
+
+
+def _mentions_bot(message: Message, ctx: BotContext) -> bool:
+    parsed = message.parse_entities() if message.text else message.parse_caption_entities()
+    for entity, value in parsed.items():
+        if entity.type == MessageEntity.MENTION and value[1:].lower() == ctx.username.lower():
+            return True
+        if entity.type == MessageEntity.TEXT_MENTION and entity.user is not None and entity.user.id == ctx.bot_id:
+            return True
+    return False
+
+
+def _without_mention(text: str, ctx: BotContext) -> str:
+    return re.sub(rf"@{re.escape(ctx.username)}\b", " ", text, flags=re.IGNORECASE).strip()
+
+
+def _request(message: Message, ctx: BotContext, command: Command, text: str = "", **extra: object) -> Request:
+    sender = message.from_user
+    assert sender is not None
+    return Request(
+        platform=PLATFORM,
+        space=space_of(message.chat.id),
+        user=user_of(sender.id),
+        command=command,
+        text=text,
+        user_name=sender.full_name,
+        extra_spaces=ctx.extra_spaces,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _with_audio(
+    message: Message, ctx: BotContext, fetcher: Fetcher, command: Command, attachment: Attachment, text: str = ""
+) -> Request | Notice:
+    ref = audio_ref(attachment, ctx, fetcher)
+    if isinstance(ref, Notice):
+        return ref
+    return _request(message, ctx, command, text, audio=(ref,))
+
+
+def translate_message(message: Message, ctx: BotContext, fetcher: Fetcher) -> Request | Notice | None:
+    """A message: a command, a question about a sound, a plain-text search, or nothing for the bot."""
+    sender = message.from_user
+    if sender is None or sender.is_bot:
+        return None
+    private = message.chat.type == ChatType.PRIVATE
+    reply = message.reply_to_message
+    replies_to_bot = reply is not None and reply.from_user is not None and reply.from_user.id == ctx.bot_id
+    here = attachment_of(message)
+    replied = None if replies_to_bot else attachment_of(reply)
+
+    command = _command(message, ctx)
+    if command is not None:
+        name, args = command
+        if not name:
+            return None
+        return _translate_command(message, ctx, fetcher, name, args, here or replied, private)
+
+    text = (message.text or message.caption or "").strip()
+    asking = bool(ASKING.search(text))
+    if not private:
+        addressed = replies_to_bot or _mentions_bot(message, ctx) or (asking and (here or replied) is not None)
+        if not addressed:
+            return None
+        text = _without_mention(text, ctx)
+    # In a group the question is about the replied-to sound; in private, only when asked or wordless.
+    attachment = here or (replied if not private or asking or not text else None)
+    if attachment is not None:
+        return _with_audio(message, ctx, fetcher, Command.IDENTIFY, attachment)
+    if asking and not private:
+        return Notice(USAGE[Command.IDENTIFY])
+    if text:
+        return _request(message, ctx, Command.SEARCH, text)
+    if private:
+        return None
+    return _request(message, ctx, Command.HELP)
+
+
+def _translate_command(
+    message: Message,
+    ctx: BotContext,
+    fetcher: Fetcher,
+    name: str,
+    args: str,
+    attachment: Attachment | None,
+    private: bool,
+) -> Request | Notice | None:
+    command = COMMANDS.get(name)
+    if command is None:
+        explicit = (message.text or message.caption or "").split(maxsplit=1)[0].count("@") > 0
+        if private or explicit:
+            return Notice(f"I don't know /{name}. Try /help to see what I can do.")
+        return None  # in a group, an unknown bare command is probably for another bot
+    if command == Command.ADD:
+        if attachment is None:
+            return Notice(USAGE[Command.ADD])
+        return _with_audio(message, ctx, fetcher, Command.ADD, attachment, args)
+    if command in (Command.IDENTIFY, Command.SIMILAR):
+        if attachment is None:
+            return Notice(USAGE[Command.IDENTIFY])
+        return _with_audio(message, ctx, fetcher, command, attachment)
+    if command == Command.SEARCH:
+        if args:
+            return _request(message, ctx, Command.SEARCH, args)
+        if attachment is not None:
+            return _with_audio(message, ctx, fetcher, Command.SIMILAR, attachment)
+        return Notice(USAGE[Command.SEARCH])
+    if command in (Command.REMOVE, Command.PLAY, Command.MORE):
+        sample = args.lstrip("#").strip()
+        if not sample.isdigit():
+            return Notice(USAGE[command])
+        return _request(message, ctx, command, sample)
+    return _request(message, ctx, command, args)
+
+
+def translate_callback(query: CallbackQuery, ctx: BotContext) -> Request | None:
+    """A keyboard press: "p:<query_id>:<page>" next page, "m:<id>" more like this, "a:<id>" play."""
+    message = query.message
+    if message is None or not query.data:
+        return None
+    kind, _, rest = query.data.partition(":")
+    base = {
+        "platform": PLATFORM,
+        "space": space_of(message.chat.id),
+        "user": user_of(query.from_user.id),
+        "user_name": query.from_user.full_name,
+        "extra_spaces": ctx.extra_spaces,
+    }
+    if kind == "p":
+        query_id, _, page = rest.rpartition(":")
+        if query_id and page.isdigit():
+            return Request(command=Command.PAGE, text=query_id, page=int(page), **base)  # type: ignore[arg-type]
+    elif kind in ("m", "a") and rest.isdigit():
+        command = Command.MORE if kind == "m" else Command.PLAY
+        return Request(command=command, text=rest, **base)  # type: ignore[arg-type]
+    return None
+
+
+def translate_inline(query: InlineQuery, ctx: BotContext) -> Request | None:
+    """An inline query searches the global library and the user's private-chat library."""
+    text = query.query.strip()
+    if not text:
+        return None
+    return Request(
+        platform=PLATFORM,
+        space=space_of(query.from_user.id),
+        user=user_of(query.from_user.id),
+        command=Command.SEARCH,
+        text=text,
+        user_name=query.from_user.full_name,
+        k=INLINE_RESULTS,
+        extra_spaces=tuple(dict.fromkeys((ctx.global_space, *ctx.extra_spaces))),
+    )

@@ -1,0 +1,60 @@
+"""Wiring: open the engine, start the adapters the config enables, stop them on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+from contextlib import AsyncExitStack
+
+from adapters.base import Adapter
+from core.config import Config
+from core.engine import Engine
+
+log = logging.getLogger(__name__)
+
+CHAT_ADAPTERS = ("telegram", "discord")
+
+
+def enabled_adapters(config: Config) -> list[str]:
+    """Names of the chat adapters switched on in the config."""
+    return [name for name in CHAT_ADAPTERS if getattr(config, name).enabled]
+
+
+def create_adapter(name: str, engine: Engine, config: Config) -> Adapter:
+    """Import an adapter package lazily and hand it only its own config section."""
+    module = importlib.import_module(f"adapters.{name}")
+    return module.create(engine, getattr(config, name))  # type: ignore[no-any-return]
+
+
+async def run_adapters(config: Config, stop: asyncio.Event | None = None) -> int:
+    """Run until SIGINT/SIGTERM (or `stop` is set): engine first, adapters after; closed in reverse."""
+    names = enabled_adapters(config)
+    if not names:
+        log.error(
+            "no chat adapter is enabled: set enabled = true under [telegram] or [discord], or use `shira console`"
+        )
+        return 2
+    for name in names:
+        if not getattr(config, name).token:
+            log.error("[%s] is enabled but has no token (set SHIRA_%s_TOKEN)", name, name.upper())
+            return 2
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    async with AsyncExitStack() as stack:
+        engine = await stack.enter_async_context(Engine.open(config))
+        for name in names:
+            adapter = create_adapter(name, engine, config)
+            await adapter.start()
+            stack.push_async_callback(adapter.stop)
+            log.info("%s adapter started", name)
+        log.info("shira is running with %s; press Ctrl+C to stop", ", ".join(names))
+        await stop.wait()
+        log.info("shutting down")
+    return 0

@@ -1,0 +1,150 @@
+"""The `shira` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bot.logs import setup_logging
+from core.config import Config, ConfigError, load_config, with_overrides
+from core.errors import ModelLoadError, UserError
+from core.messages import Hit
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="shira", description="Search sound by meaning (CLAP + FAISS + SQLite).")
+    parser.add_argument("--config", type=Path, help="TOML config file (see config.example.toml)")
+    parser.add_argument("--data-dir", type=Path, help="where the library lives (overrides the config)")
+    parser.add_argument("--model", help="CLAP hub id or local directory (overrides the config)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--space", help="library name (default: the console library)")
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print one JSON object")
+        return p
+
+    p = command("index", "bulk-import files and folders into a library (resumable)")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--description", default="", help="description stored with every file")
+    p = command("search", "find sounds by text")
+    p.add_argument("text", nargs="+")
+    p.add_argument("-k", type=int, help="number of results")
+    p = command("similar", "find sounds like a file")
+    p.add_argument("file", type=Path)
+    p.add_argument("-k", type=int, help="number of results")
+    p = command("labels", '"what sound is this?": zero-shot labels for a file')
+    p.add_argument("file", type=Path)
+    p.add_argument("-k", type=int, help="number of labels")
+    command("stats", "library statistics")
+    p = command("remove", "remove a sample by id")
+    p.add_argument("id", type=int)
+    command("console", "talk to the bot in this terminal", json_flag=False)
+    sub.add_parser("run", help="start the chat adapters the config enables")
+    return parser
+
+
+def hit_json(hit: Hit) -> dict[str, Any]:
+    """A Hit as a JSON object."""
+    return {
+        "id": hit.sample_id,
+        "name": hit.name,
+        "score": round(hit.score, 6),
+        "start": round(hit.start, 3),
+        "end": round(hit.end, 3),
+        "duration": round(hit.duration, 3),
+        "space": hit.space,
+        "tags": list(hit.tags),
+        "description": hit.description,
+    }
+
+
+def emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
+    """Print JSON or text."""
+    print(json.dumps(payload, ensure_ascii=False) if getattr(args, "json", False) else text)
+
+
+def emit_hits(args: argparse.Namespace, hits: list[Hit]) -> None:
+    """Print results as JSON or numbered lines."""
+    from core.replies import hit_line
+
+    text = "\n".join(hit_line(i + 1, h) for i, h in enumerate(hits)) or "No sounds found."
+    emit(args, {"results": [hit_json(h) for h in hits]}, text)
+
+
+async def _run_command(args: argparse.Namespace, config: Config) -> int:
+    from core.audio import read_limited
+    from core.engine import Engine
+
+    space = args.space or config.console.space
+    k = max(1, min(getattr(args, "k", None) or config.search.k, config.search.max_k))
+    async with Engine.open(config, warm_labels=args.command == "console") as engine:
+        if args.command == "index":
+            from core.importer import import_paths
+
+            report = await import_paths(engine, args.paths, space, args.description, progress=not args.json)
+            emit(args, report.as_json(), report.summary())
+        elif args.command == "search":
+            hits, _ = await engine.search_text((space,), " ".join(args.text), k, platform="cli")
+            emit_hits(args, hits)
+        elif args.command == "similar":
+            embedded = await engine.embed_query(read_limited(args.file, engine.query_limits))
+            hits, _ = await engine.search_vector((space,), embedded.vector, "", k, 0, "cli")
+            emit_hits(args, hits)
+        elif args.command == "labels":
+            embedded = await engine.embed_query(read_limited(args.file, engine.query_limits))
+            labels = await engine.labels(embedded.vector, space, args.k or config.search.labels)
+            payload = {"labels": [{"label": lb.label, "score": round(lb.score, 6)} for lb in labels]}
+            emit(args, payload, "\n".join(f"{lb.score:6.1%}  {lb.label}" for lb in labels))
+        elif args.command == "stats":
+            stats = await engine.space_stats(space)
+            payload = {**dataclasses.asdict(stats), "spaces": await engine.store.spaces()}
+            emit(args, payload, f"{space}: {stats.samples} sounds, {stats.seconds / 60:.1f} minutes")
+        elif args.command == "remove":
+            name = await engine.remove(space, args.id, user="", is_admin=True)
+            emit(args, {"removed": args.id, "name": name}, f"Removed #{args.id} {name}.")
+        elif args.command == "console":
+            from adapters.console import ConsoleAdapter
+
+            console = ConsoleAdapter(engine, dataclasses.replace(config.console, space=space))
+            await console.start()
+            await console.wait()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `shira` script."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = with_overrides(load_config(args.config), args.data_dir, args.model)
+    except ConfigError as exc:
+        print(f"shira: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config, verbose=args.verbose, quiet=args.command != "run")
+    try:
+        if args.command == "run":
+            from bot.app import run_adapters
+
+            return asyncio.run(run_adapters(config))
+        return asyncio.run(_run_command(args, config))
+    except KeyboardInterrupt:
+        return 130
+    except ModelLoadError as exc:
+        print(f"shira: {exc}", file=sys.stderr)
+        return 3
+    except UserError as exc:
+        print(f"shira: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Content-addressed storage of original files."""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from pathlib import Path
+
+_EXT = re.compile(r"^\.[a-z0-9]{1,8}$")
+
+
+def safe_ext(filename: str) -> str:
+    """A short, safe extension taken from a user's file name ('.bin' if none)."""
+    ext = os.path.splitext(filename.strip().lower())[1]
+    return ext if _EXT.match(ext) else ".bin"
+
+
+def display_name(filename: str, fallback: str = "sound") -> str:
+    """A clean display name from a user-supplied file name: no path, no control characters, bounded length."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in unicodedata.normalize("NFC", name) if unicodedata.category(ch)[0] != "C")
+    name = " ".join(name.split()).strip(" .")
+    return name[:120] or fallback
+
+
+class FileStore:
+    """Originals stored once each, named by their sha256."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str, ext: str) -> Path:
+        """Where a file with this hash lives."""
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256) or not _EXT.match(ext):
+            raise ValueError("bad content address")
+        return self.root / sha256[:2] / f"{sha256}{ext}"
+
+    def put(self, data: bytes, sha256: str, ext: str) -> Path:
+        """Store bytes durably (write, fsync, rename); a no-op if already there."""
+        path = self.path(sha256, ext)
+        if path.exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return path
+
+    def delete(self, sha256: str, ext: str) -> None:
+        """Remove a file if present."""
+        self.path(sha256, ext).unlink(missing_ok=True)
+
+    def all(self) -> dict[str, Path]:
+        """Every stored file by hash."""
+        return {p.name[:64]: p for p in self.root.glob("??/*") if not p.name.startswith(".")}

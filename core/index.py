@@ -1,0 +1,215 @@
+"""FAISS indexes, one per space, derived from the store and saved to disk as caches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from core.config import IndexConfig
+
+log = logging.getLogger(__name__)
+
+
+class VectorIndex(Protocol):
+    """Inner-product search over normalised vectors keyed by sample id."""
+
+    kind: str
+
+    def __len__(self) -> int: ...
+    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]: ...
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+    def remove(self, ids: np.ndarray) -> None: ...
+
+
+def ivf_lists(n: int) -> int:
+    """How many IVF lists suit n vectors."""
+    return int(min(max(16, 4 * math.sqrt(n)), 16384))
+
+
+class FaissIndex:
+    """Exact (flat) search while small, IVF beyond a configurable size; both support removal."""
+
+    def __init__(self, index: object, kind: str, dim: int) -> None:
+        self.index = index
+        self.kind = kind
+        self.dim = dim
+
+    @classmethod
+    def build(cls, ids: np.ndarray, vectors: np.ndarray, dim: int, config: IndexConfig) -> FaissIndex:
+        """Build the right kind of index for this many vectors."""
+        import faiss
+
+        n = len(ids)
+        if n <= config.approximate_above:
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+            kind = "flat"
+        else:
+            nlist = ivf_lists(n)
+            quantizer = faiss.IndexFlatIP(dim)
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            rng = np.random.default_rng(0)
+            train = vectors if n <= 64 * nlist else vectors[rng.choice(n, 64 * nlist, replace=False)]
+            index.train(np.ascontiguousarray(train, dtype=np.float32))
+            index.nprobe = config.nprobe
+            kind = "ivf"
+        built = cls(index, kind, dim)
+        if n:
+            built.add(ids, vectors)
+        return built
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)  # type: ignore[attr-defined]
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The k nearest ids with their inner products, best first."""
+        if len(self) == 0 or k <= 0:
+            return []
+        scores, ids = self.index.search(np.asarray(query, np.float32).reshape(1, -1), min(k, len(self)))  # type: ignore[attr-defined]
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors under these ids."""
+        self.index.add_with_ids(  # type: ignore[attr-defined]
+            np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+        )
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Remove these ids (absent ids are ignored)."""
+        self.index.remove_ids(np.asarray(ids, dtype=np.int64))  # type: ignore[attr-defined]
+
+    def save(self, path: Path) -> None:
+        """Write atomically."""
+        import faiss
+
+        tmp = path.with_name(path.name + ".part")
+        faiss.write_index(self.index, str(tmp))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, kind: str, dim: int, config: IndexConfig) -> FaissIndex:
+        """Read a saved index."""
+        import faiss
+
+        index = faiss.read_index(str(path))
+        if kind == "ivf":
+            index.nprobe = config.nprobe
+        return cls(index, kind, dim)
+
+
+@dataclass
+class _Entry:
+    index: FaissIndex
+    revision: int
+    trained_size: int
+    dirty: bool = False
+
+
+def _file_stem(space: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", space)[:48]
+    return f"{safe}-{hashlib.sha1(space.encode()).hexdigest()[:10]}"
+
+
+class IndexSet:
+    """The per-space indexes, kept in step with the store's revision counters."""
+
+    def __init__(self, directory: Path, config: IndexConfig) -> None:
+        self.directory = directory
+        self.config = config
+        self.dim: int | None = None  # known once vectors or the model are seen
+        self.entries: dict[str, _Entry] = {}
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def _paths(self, space: str) -> tuple[Path, Path]:
+        stem = _file_stem(space)
+        return self.directory / f"{stem}.faiss", self.directory / f"{stem}.json"
+
+    def try_load(self, space: str, revision: int, count: int) -> bool:
+        """Load a saved index if it matches the store exactly; False if missing or stale."""
+        index_path, meta_path = self._paths(space)
+        try:
+            meta = json.loads(meta_path.read_text())
+            if (meta["space"], meta["revision"], meta["count"]) != (space, revision, count):
+                log.info("index for %s is stale (saved rev %s, store rev %s)", space, meta.get("revision"), revision)
+                return False
+            if self.dim is not None and meta["dim"] != self.dim:
+                return False
+            index = FaissIndex.load(index_path, meta["kind"], meta["dim"], self.config)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            log.info("no usable saved index for %s (%s)", space, exc)
+            return False
+        if len(index) != count:
+            return False
+        self.entries[space] = _Entry(index, revision, meta.get("trained_size", count))
+        return True
+
+    def rebuild(self, space: str, ids: np.ndarray, vectors: np.ndarray, revision: int) -> None:
+        """Build a space's index from the store's vectors."""
+        dim = vectors.shape[1] if len(ids) else self.dim
+        if dim is None:
+            raise RuntimeError("the index dimension is unknown before the model is loaded")
+        index = FaissIndex.build(ids, vectors, dim, self.config)
+        self.entries[space] = _Entry(index, revision, len(ids), dirty=True)
+        log.info("built %s index for %s with %d vectors", index.kind, space, len(ids))
+
+    def get(self, space: str) -> FaissIndex | None:
+        """The loaded index of a space, if any."""
+        entry = self.entries.get(space)
+        return entry.index if entry else None
+
+    def revision(self, space: str) -> int | None:
+        """The store revision the in-memory index reflects."""
+        entry = self.entries.get(space)
+        return entry.revision if entry else None
+
+    def add(self, space: str, sample_id: int, vector: np.ndarray, revision: int) -> None:
+        """Apply one addition that the store committed at this revision."""
+        entry = self.entries[space]
+        entry.index.add(np.array([sample_id]), vector.reshape(1, -1))
+        entry.revision = revision
+        entry.dirty = True
+
+    def remove(self, space: str, sample_id: int, revision: int) -> None:
+        """Apply one removal that the store committed at this revision."""
+        entry = self.entries[space]
+        entry.index.remove(np.array([sample_id]))
+        entry.revision = revision
+        entry.dirty = True
+
+    def needs_rebuild(self, space: str) -> bool:
+        """True when a space has outgrown its index kind or its IVF training."""
+        entry = self.entries[space]
+        n = len(entry.index)
+        if entry.index.kind == "flat":
+            return n > self.config.approximate_above
+        return n > 4 * entry.trained_size or n <= self.config.approximate_above // 2
+
+    def save(self, space: str) -> None:
+        """Write one space's index and its metadata."""
+        entry = self.entries[space]
+        index_path, meta_path = self._paths(space)
+        entry.index.save(index_path)
+        meta = {
+            "space": space,
+            "revision": entry.revision,
+            "count": len(entry.index),
+            "dim": entry.index.dim,
+            "kind": entry.index.kind,
+            "trained_size": entry.trained_size,
+        }
+        tmp = meta_path.with_name(meta_path.name + ".part")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, meta_path)
+        entry.dirty = False
+
+    def dirty(self) -> list[str]:
+        """Spaces whose in-memory index differs from the saved one."""
+        return [space for space, entry in self.entries.items() if entry.dirty]

@@ -1,0 +1,231 @@
+"""The job queue: one worker thread owns the model; interactive work goes first."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Protocol
+
+import numpy as np
+
+from core.errors import Busy
+
+log = logging.getLogger(__name__)
+
+
+class Priority(IntEnum):
+    """Lower runs first."""
+
+    INTERACTIVE = 0
+    ADD = 1
+    BULK = 2
+
+
+class Model(Protocol):
+    """What the worker needs from an embedder."""
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray: ...
+    def embed_windows(self, clips: list[np.ndarray]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """A snapshot of the queue's health."""
+
+    depth: int
+    jobs_done: int
+    batches: int
+    mean_batch: float
+    max_batch: int
+    latency_p50_ms: dict[str, float]
+    latency_p95_ms: dict[str, float]
+
+
+@dataclass(order=True)
+class _Job:
+    priority: int
+    seq: int
+    kind: str = field(compare=False)  # "text" or "audio"
+    items: list[Any] = field(compare=False)
+    future: asyncio.Future[np.ndarray] = field(compare=False)
+    loop: asyncio.AbstractEventLoop = field(compare=False)
+    enqueued: float = field(compare=False)
+    done: int = field(default=0, compare=False)  # items already embedded
+    results: list[np.ndarray] = field(default_factory=list, compare=False)
+
+
+class JobQueue:
+    """Bounded priority queue with micro-batching in front of one model-owning thread."""
+
+    def __init__(self, model: Model, max_pending: int, text_batch: int, audio_batch: int) -> None:
+        self.model = model
+        self.max_pending = max_pending
+        self.text_batch = max(1, text_batch)
+        self.audio_batch = max(1, audio_batch)
+        self._heap: list[_Job] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._jobs_done = 0
+        self._batches = 0
+        self._batch_items = 0
+        self._max_batch = 0
+        self._latency: dict[str, deque[float]] = {p.name.lower(): deque(maxlen=2000) for p in Priority}
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread = threading.Thread(target=self._run, name="shira-model", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the worker."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting or running."""
+        with self._cond:
+            return len(self._heap)
+
+    async def embed_texts(self, texts: list[str], priority: Priority = Priority.INTERACTIVE) -> np.ndarray:
+        """Embed texts; raises Busy when the queue is full."""
+        return await self._submit("text", list(texts), priority, wait=False)
+
+    async def embed_clips(self, clips: list[np.ndarray], priority: Priority, wait: bool = False) -> np.ndarray:
+        """Embed audio windows; with wait=True, wait for room instead of raising Busy (bulk imports)."""
+        return await self._submit("audio", list(clips), priority, wait=wait)
+
+    async def _submit(self, kind: str, items: list[Any], priority: Priority, wait: bool) -> np.ndarray:
+        if not items:
+            return np.zeros((0, 0), np.float32)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        while True:
+            with self._cond:
+                if self._stopping:
+                    raise Busy("I'm shutting down; please try again in a minute.")
+                if len(self._heap) < self.max_pending:
+                    job = _Job(int(priority), next(self._seq), kind, items, future, loop, time.perf_counter())
+                    heapq.heappush(self._heap, job)
+                    self._cond.notify()
+                    break
+            if not wait:
+                raise Busy("I'm busy right now; please try again in a moment.")
+            await asyncio.sleep(0.02)
+        return await future
+
+    def _take_batch(self) -> tuple[str, list[tuple[_Job, int, int]]] | None:
+        """Pop the best job and compatible followers: same kind and priority, up to one batch of items."""
+        with self._cond:
+            while True:
+                abandoned = [job for job in self._heap if job.future.cancelled()]
+                for job in abandoned:  # the caller gave up; don't spend the model on it
+                    self._heap.remove(job)
+                heapq.heapify(self._heap)
+                if self._heap:
+                    break
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            first = self._heap[0]
+            limit = self.text_batch if first.kind == "text" else self.audio_batch
+            parts: list[tuple[_Job, int, int]] = []
+            taken = 0
+            for job in sorted(self._heap):
+                if job.kind != first.kind or job.priority != first.priority or taken >= limit:
+                    if parts:
+                        break
+                    continue
+                n = min(len(job.items) - job.done, limit - taken)
+                parts.append((job, job.done, job.done + n))
+                taken += n
+            return first.kind, parts
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            kind, parts = batch
+            items = [item for job, lo, hi in parts for item in job.items[lo:hi]]
+            try:
+                if kind == "text":
+                    vectors = self.model.embed_texts(items)
+                else:
+                    vectors = self.model.embed_windows(items)
+                error: BaseException | None = None
+            except BaseException as exc:  # delivered to every caller in the batch
+                vectors, error = None, exc
+            self._finish(parts, vectors, error)
+
+    def _finish(
+        self, parts: list[tuple[_Job, int, int]], vectors: np.ndarray | None, error: BaseException | None
+    ) -> None:
+        offset = 0
+        now = time.perf_counter()
+        with self._cond:
+            self._batches += 1
+            size = sum(hi - lo for _, lo, hi in parts)
+            self._batch_items += size
+            self._max_batch = max(self._max_batch, size)
+            for job, lo, hi in parts:
+                if error is None:
+                    assert vectors is not None
+                    job.results.append(vectors[offset : offset + hi - lo])
+                    offset += hi - lo
+                    job.done = hi
+                if error is None and job.done < len(job.items):
+                    continue  # partly done: it keeps its place and gets the next batch
+                self._heap.remove(job)
+                heapq.heapify(self._heap)
+                self._jobs_done += 1
+                self._latency[Priority(job.priority).name.lower()].append(now - job.enqueued)
+                if error is not None:
+                    self._resolve(job, None, error)
+                else:
+                    self._resolve(job, np.concatenate(job.results), None)
+
+    @staticmethod
+    def _resolve(job: _Job, value: np.ndarray | None, error: BaseException | None) -> None:
+        def deliver() -> None:
+            if job.future.done():
+                return
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(value)  # type: ignore[arg-type]
+
+        try:
+            job.loop.call_soon_threadsafe(deliver)
+        except RuntimeError:
+            log.debug("event loop closed before a job finished")
+
+    def stats(self) -> QueueStats:
+        """Depth, batch sizes and latency percentiles per priority."""
+
+        def pct(values: deque[float], q: float) -> float:
+            return float(np.percentile(np.array(values), q) * 1000) if values else 0.0
+
+        with self._cond:
+            return QueueStats(
+                depth=len(self._heap),
+                jobs_done=self._jobs_done,
+                batches=self._batches,
+                mean_batch=self._batch_items / self._batches if self._batches else 0.0,
+                max_batch=self._max_batch,
+                latency_p50_ms={k: pct(v, 50) for k, v in self._latency.items()},
+                latency_p95_ms={k: pct(v, 95) for k, v in self._latency.items()},
+            )

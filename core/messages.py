@@ -1,0 +1,150 @@
+"""Frozen values that cross the line between adapters and the core."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+
+class Command(StrEnum):
+    """What a request asks the core to do."""
+
+    SEARCH = "search"  # text -> audio; text is the query
+    SIMILAR = "similar"  # audio -> audio; audio[0] is the query
+    IDENTIFY = "identify"  # "what sound is this?": labels plus similar sounds
+    ADD = "add"  # audio[0] is added; text is the description
+    REMOVE = "remove"  # text is the sample id
+    STATS = "stats"
+    HELP = "help"
+    START = "start"
+    PAGE = "page"  # text is a query id from an earlier reply; page is the page wanted
+    MORE = "more"  # "more like this": text is a sample id
+    PLAY = "play"  # text is a sample id; the reply carries it as audio
+    LABELS = "labels"  # text "add X" / "remove X" / "" manages the space's own labels
+
+
+@dataclass(frozen=True)
+class AudioRef:
+    """An audio attachment that the core downloads only when it needs it."""
+
+    filename: str
+    fetch: Callable[[], Awaitable[bytes]]
+    size: int | None = None  # as declared by the platform, checked before download
+    duration: float | None = None  # as declared by the platform (voice notes), checked before download
+    mime: str | None = None
+    platform_file_id: str | None = None  # reusable handle, such as a Telegram file_id
+
+
+@dataclass(frozen=True)
+class Request:
+    """One normalised inbound command from any platform."""
+
+    platform: str  # "console", "telegram", "discord", "cli"
+    space: str  # library key, e.g. "telegram:-100123", "discord:guild:42"
+    user: str  # platform user id, e.g. "telegram:42"
+    command: Command
+    text: str = ""
+    audio: tuple[AudioRef, ...] = ()
+    user_name: str = ""
+    is_admin: bool = False  # the adapter decides what counts as an admin on its platform
+    k: int | None = None
+    page: int = 0
+    extra_spaces: tuple[str, ...] = ()  # searched as well, e.g. ("global",)
+
+
+class ReplyKind(StrEnum):
+    """How an adapter should present a reply."""
+
+    TEXT = "text"
+    RESULTS = "results"
+    IDENTIFY = "identify"
+    ADDED = "added"
+    REMOVED = "removed"
+    STATS = "stats"
+    HELP = "help"
+    AUDIO = "audio"
+    ERROR = "error"
+    BUSY = "busy"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    sample_id: int
+    name: str
+    score: float  # cosine similarity between the query and the sample
+    start: float  # best-matching window, seconds
+    end: float
+    duration: float
+    space: str
+    tags: tuple[str, ...] = ()
+    description: str = ""
+    uploader: str = ""
+    platform_file_id: str | None = None  # reusable handle on the requesting platform, when known
+
+
+@dataclass(frozen=True)
+class Label:
+    """A zero-shot label with its probability."""
+
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    """A sample the adapter may send as playable audio."""
+
+    sample_id: int
+    title: str
+    path: Path  # the original, content-addressed file
+    duration: float
+    platform_file_id: str | None = None  # for the requesting platform, when known
+
+
+@dataclass(frozen=True)
+class Added:
+    """The outcome of one addition."""
+
+    sample_id: int
+    name: str
+    duration: float
+    tags: tuple[str, ...] = ()
+    duplicate: bool = False  # True: exact copy, nothing was stored; sample_id is the existing one
+    near_duplicates: tuple[Hit, ...] = ()
+
+
+@dataclass(frozen=True)
+class SpaceStats:
+    """Counts for one library."""
+
+    space: str
+    samples: int
+    seconds: float
+    uploaders: int
+    labels: int
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the core answers; each adapter renders it its own way."""
+
+    kind: ReplyKind
+    text: str  # a plain-text rendering, complete enough for the console
+    hits: tuple[Hit, ...] = ()
+    labels: tuple[Label, ...] = ()
+    added: Added | None = None
+    audio: AudioFile | None = None
+    stats: SpaceStats | None = None
+    query_id: str | None = None  # pass back with Command.PAGE to page through results
+    page: int = 0
+    has_more: bool = False
+    error_id: str | None = None
+
+    @property
+    def is_error(self) -> bool:
+        """True for replies that report a failure."""
+        return self.kind in (ReplyKind.ERROR, ReplyKind.BUSY)

@@ -1,0 +1,104 @@
+"""Build Reply values with a complete plain-text rendering."""
+
+from __future__ import annotations
+
+from core.messages import Added, AudioFile, Hit, Label, Reply, ReplyKind, SpaceStats
+
+HELP = """shira finds sounds by meaning.
+/search <words>        find sounds in this library by description
+/add [description]     add the attached sound (or: /add PATH [description] in the console)
+/similar               find sounds like the attached one
+what sound is this?    send a sound (or a voice note) and I'll guess what it is
+/play <id>             send a sample
+/more <id>             more sounds like sample <id>
+/remove <id>           remove a sample (its uploader or an admin)
+/labels [add|remove <label>]   this library's own labels for "what sound is this?"
+/stats                 library size
+/help                  this text"""
+
+
+def clock(seconds: float) -> str:
+    """Seconds as m:ss.s."""
+    minutes, secs = divmod(max(0.0, seconds), 60)
+    return f"{int(minutes)}:{secs:04.1f}"
+
+
+def hit_line(rank: int, hit: Hit) -> str:
+    """One result as a line of text."""
+    span = f" @ {clock(hit.start)}-{clock(hit.end)}" if hit.end - hit.start < hit.duration - 0.05 else ""
+    tags = f" [{', '.join(hit.tags[:3])}]" if hit.tags else ""
+    return f"{rank}. #{hit.sample_id} {hit.name} ({hit.score:.2f}){span}{tags}"
+
+
+def label_line(label: Label) -> str:
+    """One label as a line of text."""
+    return f"- {label.label} ({label.score:.0%})"
+
+
+def results(
+    title: str, hits: list[Hit], query_id: str, page: int, k: int, has_more: bool, audio: AudioFile | None
+) -> Reply:
+    """A page of search results."""
+    if not hits:
+        text = f"{title}\nNo sounds found." if page == 0 else f"{title}\nNo more results."
+    else:
+        lines = [hit_line(page * k + i + 1, h) for i, h in enumerate(hits)]
+        more = f"\n(page {page + 1}; more available)" if has_more else ""
+        text = f"{title}\n" + "\n".join(lines) + more
+    return Reply(
+        ReplyKind.RESULTS, text, hits=tuple(hits), query_id=query_id, page=page, has_more=has_more, audio=audio
+    )
+
+
+def identify(labels: list[Label], hits: list[Hit], query_id: str, has_more: bool, audio: AudioFile | None) -> Reply:
+    """The answer to "what sound is this?"."""
+    parts = ["This sounds like:", *(label_line(label) for label in labels)]
+    if hits:
+        parts += ["", "Closest sounds in this library:", *(hit_line(i + 1, h) for i, h in enumerate(hits))]
+    else:
+        parts += ["", "This library has no sounds to compare with yet."]
+    return Reply(
+        ReplyKind.IDENTIFY,
+        "\n".join(parts),
+        labels=tuple(labels),
+        hits=tuple(hits),
+        query_id=query_id,
+        has_more=has_more,
+        audio=audio,
+    )
+
+
+def added(result: Added) -> Reply:
+    """The answer to an addition."""
+    if result.duplicate:
+        return Reply(ReplyKind.ADDED, f"Already in the library as #{result.sample_id} ({result.name}).", added=result)
+    lines = [f"Added #{result.sample_id} {result.name} ({result.duration:.1f} s)."]
+    if result.tags:
+        lines.append("Tags: " + ", ".join(result.tags))
+    for near in result.near_duplicates:
+        lines.append(f"Very similar to #{near.sample_id} {near.name} ({near.score:.3f}).")
+    return Reply(ReplyKind.ADDED, "\n".join(lines), added=result)
+
+
+def stats(value: SpaceStats, queue_depth: int) -> Reply:
+    """Library statistics."""
+    text = (
+        f"{value.samples} sounds, {value.seconds / 60:.1f} minutes, from {value.uploaders} people; "
+        f"{value.labels} custom labels. Queue: {queue_depth} waiting."
+    )
+    return Reply(ReplyKind.STATS, text, stats=value)
+
+
+def text(message: str) -> Reply:
+    """A plain message."""
+    return Reply(ReplyKind.TEXT, message)
+
+
+def error(message: str, error_id: str | None = None) -> Reply:
+    """A failure the user should see."""
+    return Reply(ReplyKind.ERROR, message, error_id=error_id)
+
+
+def busy(message: str) -> Reply:
+    """The queue is full or the user is rate-limited."""
+    return Reply(ReplyKind.BUSY, message)

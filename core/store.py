@@ -1,0 +1,500 @@
+"""SQLite metadata store (aiosqlite, WAL): the source of truth for samples, vectors and tags."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import aiosqlite
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Each entry moves the schema up one version; never edit a released entry, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE spaces (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        revision INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE samples (
+        id INTEGER PRIMARY KEY,
+        space_id INTEGER NOT NULL REFERENCES spaces(id) ON DELETE CASCADE,
+        sha256 TEXT NOT NULL,
+        ext TEXT NOT NULL,
+        name TEXT NOT NULL,
+        uploader TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        duration REAL NOT NULL,
+        created_at REAL NOT NULL,
+        source TEXT NOT NULL DEFAULT '',
+        embedding BLOB NOT NULL,
+        UNIQUE (space_id, sha256)
+    );
+    CREATE INDEX samples_sha ON samples(sha256);
+    CREATE TABLE segments (
+        id INTEGER PRIMARY KEY,
+        sample_id INTEGER NOT NULL REFERENCES samples(id) ON DELETE CASCADE,
+        start REAL NOT NULL,
+        end REAL NOT NULL,
+        embedding BLOB NOT NULL
+    );
+    CREATE INDEX segments_sample ON segments(sample_id);
+    CREATE TABLE tags (
+        sample_id INTEGER NOT NULL REFERENCES samples(id) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        auto INTEGER NOT NULL DEFAULT 0,
+        score REAL,
+        PRIMARY KEY (sample_id, tag)
+    );
+    CREATE TABLE file_ids (
+        sample_id INTEGER NOT NULL REFERENCES samples(id) ON DELETE CASCADE,
+        platform TEXT NOT NULL,
+        file_id TEXT NOT NULL,
+        PRIMARY KEY (sample_id, platform)
+    );
+    CREATE TABLE space_labels (
+        space_id INTEGER NOT NULL REFERENCES spaces(id) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        PRIMARY KEY (space_id, label)
+    );
+    CREATE TABLE text_cache (
+        model TEXT NOT NULL,
+        text TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        PRIMARY KEY (model, text)
+    );
+    CREATE VIRTUAL TABLE samples_fts USING fts5(
+        name, description, tags, tokenize = 'porter unicode61 remove_diacritics 2'
+    );
+    """,
+)
+
+
+@dataclass(frozen=True)
+class SampleRow:
+    """One stored sample."""
+
+    id: int
+    space: str
+    sha256: str
+    ext: str
+    name: str
+    uploader: str
+    description: str
+    duration: float
+    created_at: float
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NewSample:
+    """Everything needed to store one addition in one transaction."""
+
+    space: str
+    sha256: str
+    ext: str
+    name: str
+    uploader: str
+    description: str
+    duration: float
+    source: str
+    vector: np.ndarray  # normalised mean of the windows
+    segments: tuple[tuple[float, float, np.ndarray], ...]
+    tags: tuple[tuple[str, float | None, bool], ...] = ()  # (tag, score, auto)
+    platform: str = ""
+    platform_file_id: str | None = None
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    """A vector as a float32 blob."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def from_blob(blob: bytes) -> np.ndarray:
+    """A float32 blob as a vector."""
+    return np.frombuffer(blob, dtype="<f4")
+
+
+def fts_query(text: str) -> str | None:
+    """Turn free text into a safe FTS5 query: each word quoted, any word may match."""
+    words = re.findall(r"\w+", text.lower())
+    if not words:
+        return None
+    return " OR ".join(f'"{w}"' for w in words[:32])
+
+
+def fts_text(value: str) -> str:
+    """Make file names searchable word by word."""
+    return re.sub(r"[_\-.]+", " ", value)
+
+
+class Store(Protocol):
+    """What the engine needs from a metadata store; SQLite is the embedded default."""
+
+    async def add_sample(self, sample: NewSample) -> int: ...
+    async def find_by_sha(self, space: str, sha256: str) -> int | None: ...
+    async def get_sample(self, sample_id: int) -> SampleRow | None: ...
+    async def remove_sample(self, sample_id: int) -> str | None: ...
+    async def sha_in_use(self, sha256: str) -> bool: ...
+    async def vectors(self, space: str) -> tuple[np.ndarray, np.ndarray]: ...
+    async def sample_vectors(self, ids: list[int]) -> dict[int, np.ndarray]: ...
+    async def segments(self, ids: list[int]) -> dict[int, list[tuple[float, float, np.ndarray]]]: ...
+    async def revision(self, space: str) -> int: ...
+    async def lexical(self, spaces: list[str], query: str, limit: int) -> list[int]: ...
+
+
+class SqliteStore:
+    """The embedded store: one SQLite file in WAL mode."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self.db = db
+        self.path = path
+        self._space_ids: dict[str, int] = {}
+        self._lock = asyncio.Lock()  # one connection: writes from concurrent tasks must not interleave
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Run the block as one write transaction, serialised with every other write."""
+        async with self._lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteStore:
+        """Open (creating and migrating) the database file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA busy_timeout=5000")
+        store = cls(db, path)
+        await store._migrate()
+        return store
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.db.close()
+
+    async def _migrate(self) -> None:
+        (version,) = await (await self.db.execute("PRAGMA user_version")).fetchone()  # type: ignore[misc]
+        if version > len(MIGRATIONS):
+            raise RuntimeError(f"{self.path} has schema v{version}, newer than this shira (v{len(MIGRATIONS)})")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            log.info("migrating %s to schema v%d", self.path, number)
+            async with self._transaction() as db:
+                for statement in (s for s in script.split(";") if s.strip()):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version={number}")
+
+    async def schema_version(self) -> int:
+        """The database's schema version."""
+        (version,) = await (await self.db.execute("PRAGMA user_version")).fetchone()  # type: ignore[misc]
+        return int(version)
+
+    async def _space_id(self, key: str, create: bool = True) -> int | None:
+        if key in self._space_ids:
+            return self._space_ids[key]
+        row = await (await self.db.execute("SELECT id FROM spaces WHERE key = ?", (key,))).fetchone()
+        if row is None:
+            if not create:
+                return None
+            async with self._transaction() as db:
+                await db.execute(
+                    "INSERT INTO spaces (key, created_at) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (key, time.time())
+                )
+            row = await (await self.db.execute("SELECT id FROM spaces WHERE key = ?", (key,))).fetchone()
+        self._space_ids[key] = int(row["id"])  # type: ignore[index]
+        return self._space_ids[key]
+
+    async def spaces(self) -> list[str]:
+        """Every space key."""
+        rows = await (await self.db.execute("SELECT key FROM spaces ORDER BY id")).fetchall()
+        return [r["key"] for r in rows]
+
+    async def add_sample(self, sample: NewSample) -> int:
+        """Insert a sample with its segments, tags and search text in one transaction."""
+        space_id = await self._space_id(sample.space)
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "INSERT INTO samples (space_id, sha256, ext, name, uploader, description, duration, created_at,"
+                " source, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    space_id,
+                    sample.sha256,
+                    sample.ext,
+                    sample.name,
+                    sample.uploader,
+                    sample.description,
+                    sample.duration,
+                    time.time(),
+                    sample.source,
+                    to_blob(sample.vector),
+                ),
+            )
+            sample_id = int(cursor.lastrowid)  # type: ignore[arg-type]
+            await db.executemany(
+                "INSERT INTO segments (sample_id, start, end, embedding) VALUES (?, ?, ?, ?)",
+                [(sample_id, s, e, to_blob(v)) for s, e, v in sample.segments],
+            )
+            await db.executemany(
+                "INSERT OR IGNORE INTO tags (sample_id, tag, score, auto) VALUES (?, ?, ?, ?)",
+                [(sample_id, t, score, int(auto)) for t, score, auto in sample.tags],
+            )
+            if sample.platform_file_id:
+                await db.execute(
+                    "INSERT OR REPLACE INTO file_ids (sample_id, platform, file_id) VALUES (?, ?, ?)",
+                    (sample_id, sample.platform, sample.platform_file_id),
+                )
+            await db.execute(
+                "INSERT INTO samples_fts (rowid, name, description, tags) VALUES (?, ?, ?, ?)",
+                (sample_id, fts_text(sample.name), sample.description, " ".join(t for t, _, _ in sample.tags)),
+            )
+            await db.execute("UPDATE spaces SET revision = revision + 1 WHERE id = ?", (space_id,))
+        return sample_id
+
+    async def find_by_sha(self, space: str, sha256: str) -> int | None:
+        """The id of this exact file in this space, if stored."""
+        row = await (
+            await self.db.execute(
+                "SELECT s.id FROM samples s JOIN spaces p ON p.id = s.space_id WHERE p.key = ? AND s.sha256 = ?",
+                (space, sha256),
+            )
+        ).fetchone()
+        return int(row["id"]) if row else None
+
+    async def get_samples(self, ids: list[int]) -> dict[int, SampleRow]:
+        """Rows for these ids (missing ids are left out)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = await (
+            await self.db.execute(
+                "SELECT s.id, p.key AS space, s.sha256, s.ext, s.name, s.uploader, s.description, s.duration,"
+                " s.created_at, (SELECT group_concat(tag, char(31)) FROM tags t WHERE t.sample_id = s.id) AS tags"
+                f" FROM samples s JOIN spaces p ON p.id = s.space_id WHERE s.id IN ({marks})",
+                ids,
+            )
+        ).fetchall()
+        return {
+            int(r["id"]): SampleRow(
+                id=int(r["id"]),
+                space=r["space"],
+                sha256=r["sha256"],
+                ext=r["ext"],
+                name=r["name"],
+                uploader=r["uploader"],
+                description=r["description"],
+                duration=float(r["duration"]),
+                created_at=float(r["created_at"]),
+                tags=tuple(sorted(r["tags"].split("\x1f"))) if r["tags"] else (),
+            )
+            for r in rows
+        }
+
+    async def get_sample(self, sample_id: int) -> SampleRow | None:
+        """One row, or None."""
+        return (await self.get_samples([sample_id])).get(sample_id)
+
+    async def remove_sample(self, sample_id: int) -> str | None:
+        """Delete a sample and everything hanging off it; returns its sha256, or None if absent."""
+        async with self._transaction() as db:
+            row = await (await db.execute("SELECT sha256, space_id FROM samples WHERE id = ?", (sample_id,))).fetchone()
+            if row is None:
+                return None
+            await db.execute("DELETE FROM samples_fts WHERE rowid = ?", (sample_id,))
+            await db.execute("DELETE FROM samples WHERE id = ?", (sample_id,))
+            await db.execute("UPDATE spaces SET revision = revision + 1 WHERE id = ?", (row["space_id"],))
+        return str(row["sha256"])
+
+    async def sha_in_use(self, sha256: str) -> bool:
+        """Whether any sample in any space still refers to this file."""
+        row = await (await self.db.execute("SELECT 1 FROM samples WHERE sha256 = ? LIMIT 1", (sha256,))).fetchone()
+        return row is not None
+
+    async def all_shas(self) -> set[str]:
+        """Every file hash any sample refers to."""
+        rows = await (await self.db.execute("SELECT DISTINCT sha256 FROM samples")).fetchall()
+        return {r["sha256"] for r in rows}
+
+    async def vectors(self, space: str) -> tuple[np.ndarray, np.ndarray]:
+        """All (ids, vectors) of a space, for building its index."""
+        rows = await (
+            await self.db.execute(
+                "SELECT s.id, s.embedding FROM samples s JOIN spaces p ON p.id = s.space_id WHERE p.key = ?"
+                " ORDER BY s.id",
+                (space,),
+            )
+        ).fetchall()
+        ids = np.array([r["id"] for r in rows], dtype=np.int64)
+        if not rows:
+            return ids, np.zeros((0, 0), np.float32)
+        return ids, np.stack([from_blob(r["embedding"]) for r in rows])
+
+    async def sample_vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """Sample-level vectors for these ids."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = await (await self.db.execute(f"SELECT id, embedding FROM samples WHERE id IN ({marks})", ids)).fetchall()
+        return {int(r["id"]): from_blob(r["embedding"]) for r in rows}
+
+    async def segments(self, ids: list[int]) -> dict[int, list[tuple[float, float, np.ndarray]]]:
+        """The windows of these samples with their vectors."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = await (
+            await self.db.execute(
+                f"SELECT sample_id, start, end, embedding FROM segments WHERE sample_id IN ({marks}) ORDER BY id", ids
+            )
+        ).fetchall()
+        out: dict[int, list[tuple[float, float, np.ndarray]]] = {}
+        for r in rows:
+            out.setdefault(int(r["sample_id"]), []).append((r["start"], r["end"], from_blob(r["embedding"])))
+        return out
+
+    async def revision(self, space: str) -> int:
+        """A counter bumped by every change to the space."""
+        row = await (await self.db.execute("SELECT revision FROM spaces WHERE key = ?", (space,))).fetchone()
+        return int(row["revision"]) if row else 0
+
+    async def count(self, space: str) -> int:
+        """How many samples the space holds."""
+        row = await (
+            await self.db.execute(
+                "SELECT count(*) AS n FROM samples s JOIN spaces p ON p.id = s.space_id WHERE p.key = ?", (space,)
+            )
+        ).fetchone()
+        return int(row["n"])  # type: ignore[index]
+
+    async def stats(self, space: str) -> tuple[int, float, int]:
+        """(samples, total seconds, distinct uploaders) of a space."""
+        row = await (
+            await self.db.execute(
+                "SELECT count(*) AS n, coalesce(sum(duration), 0) AS secs, count(DISTINCT uploader) AS users"
+                " FROM samples s JOIN spaces p ON p.id = s.space_id WHERE p.key = ?",
+                (space,),
+            )
+        ).fetchone()
+        return int(row["n"]), float(row["secs"]), int(row["users"])  # type: ignore[index]
+
+    async def lexical(self, spaces: list[str], query: str, limit: int) -> list[int]:
+        """Sample ids matching the words of query by FTS5 BM25, best first."""
+        match = fts_query(query)
+        if match is None or not spaces:
+            return []
+        marks = ",".join("?" * len(spaces))
+        rows = await (
+            await self.db.execute(
+                "SELECT f.rowid AS id FROM samples_fts f JOIN samples s ON s.id = f.rowid"
+                f" JOIN spaces p ON p.id = s.space_id WHERE samples_fts MATCH ? AND p.key IN ({marks})"
+                " ORDER BY bm25(samples_fts, 10.0, 2.0, 5.0) LIMIT ?",
+                [match, *spaces, limit],
+            )
+        ).fetchall()
+        return [int(r["id"]) for r in rows]
+
+    async def file_ids(self, ids: list[int], platform: str) -> dict[int, str]:
+        """Known platform file handles for these samples."""
+        if not ids or not platform:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = await (
+            await self.db.execute(
+                f"SELECT sample_id, file_id FROM file_ids WHERE platform = ? AND sample_id IN ({marks})",
+                [platform, *ids],
+            )
+        ).fetchall()
+        return {int(r["sample_id"]): r["file_id"] for r in rows}
+
+    async def set_file_id(self, sample_id: int, platform: str, file_id: str) -> None:
+        """Remember a platform file handle for a sample."""
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO file_ids (sample_id, platform, file_id)"
+                " SELECT id, ?, ? FROM samples WHERE id = ?",
+                (platform, file_id, sample_id),
+            )
+
+    async def space_labels(self, space: str) -> list[str]:
+        """Labels a space has added to the vocabulary."""
+        rows = await (
+            await self.db.execute(
+                "SELECT l.label FROM space_labels l JOIN spaces p ON p.id = l.space_id WHERE p.key = ? ORDER BY label",
+                (space,),
+            )
+        ).fetchall()
+        return [r["label"] for r in rows]
+
+    async def add_space_label(self, space: str, label: str) -> None:
+        """Add a label to a space's vocabulary."""
+        space_id = await self._space_id(space)
+        async with self._transaction() as db:
+            await db.execute("INSERT OR IGNORE INTO space_labels (space_id, label) VALUES (?, ?)", (space_id, label))
+
+    async def remove_space_label(self, space: str, label: str) -> bool:
+        """Remove a label from a space's vocabulary; False if it was not there."""
+        space_id = await self._space_id(space, create=False)
+        if space_id is None:
+            return False
+        async with self._transaction() as db:
+            cursor = await db.execute("DELETE FROM space_labels WHERE space_id = ? AND label = ?", (space_id, label))
+        return cursor.rowcount > 0
+
+    async def cached_texts(self, model: str, texts: list[str]) -> dict[str, np.ndarray]:
+        """Cached text embeddings for this model."""
+        out: dict[str, np.ndarray] = {}
+        for i in range(0, len(texts), 500):
+            chunk = texts[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await (
+                await self.db.execute(
+                    f"SELECT text, embedding FROM text_cache WHERE model = ? AND text IN ({marks})", [model, *chunk]
+                )
+            ).fetchall()
+            out.update({r["text"]: from_blob(r["embedding"]) for r in rows})
+        return out
+
+    async def cache_texts(self, model: str, vectors: dict[str, np.ndarray]) -> None:
+        """Store text embeddings for this model."""
+        async with self._transaction() as db:
+            await db.executemany(
+                "INSERT OR REPLACE INTO text_cache (model, text, embedding) VALUES (?, ?, ?)",
+                [(model, t, to_blob(v)) for t, v in vectors.items()],
+            )
+
+    async def get_meta(self, key: str) -> str | None:
+        """A value from the meta table."""
+        row = await (await self.db.execute("SELECT value FROM meta WHERE key = ?", (key,))).fetchone()
+        return str(row["value"]) if row else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Set a value in the meta table."""
+        async with self._transaction() as db:
+            await db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    async def integrity_ok(self) -> bool:
+        """PRAGMA integrity_check says ok."""
+        row = await (await self.db.execute("PRAGMA integrity_check")).fetchone()
+        return row is not None and row[0] == "ok"

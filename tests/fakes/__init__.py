@@ -1,0 +1,1 @@
+"""Fake platform servers on loopback for end-to-end adapter tests."""
