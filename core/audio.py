@@ -164,19 +164,23 @@ def export_preview(audio: Audio, path: Path, fmt: str, max_bytes: int, max_secon
     segment_cls = _pydub()
     pcm = (audio.samples * 32767).astype("<i2").tobytes()
     segment = segment_cls(data=pcm, sample_width=2, frame_rate=SAMPLE_RATE, channels=1)
-    budget_bits = max_bytes * 8 * 0.9
     seconds = min(audio.duration, max_seconds)
-    bitrate = min(spec["bitrate"], int(budget_bits / max(seconds, 0.1) / 1000))
-    if bitrate < spec["min_bitrate"]:
-        bitrate = spec["min_bitrate"]
-        seconds = budget_bits / (bitrate * 1000)
-    segment = segment[: int(seconds * 1000)]
+    bitrate = min(spec["bitrate"], int(max_bytes * 8 * 0.85 / max(seconds, 0.1) / 1000))
     if fmt == "mp3":
         segment = segment.set_frame_rate(44_100)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    segment.export(str(tmp), format=spec["format"], codec=spec["codec"], bitrate=f"{bitrate}k")
-    if tmp.stat().st_size > max_bytes:
+    for _ in range(6):  # encoders overshoot their target on hard material: shrink and retry
+        if bitrate < spec["min_bitrate"]:
+            seconds *= bitrate / spec["min_bitrate"]
+            bitrate = spec["min_bitrate"]
+        part = segment[: max(1, int(seconds * 1000))]
+        part.export(str(tmp), format=spec["format"], codec=spec["codec"], bitrate=f"{bitrate}k").close()
+        size = tmp.stat().st_size
+        if size <= max_bytes:
+            break
+        bitrate = int(bitrate * max_bytes / size * 0.9)
+    else:
         tmp.unlink()
         raise TooLarge(f"I couldn't make a preview smaller than {max_bytes / MB:.1f} MB.")
     os.replace(tmp, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,11 @@ from discord.http import Route
 from adapters.discord import DiscordAdapter, create
 from core.config import Config
 from core.engine import Engine
+from core.messages import Reply, ReplyKind
 from tests.conftest import make_config
 from tests.fakes.discord_api import (
     EPHEMERAL_FLAG,
     MANAGE_MESSAGES,
-    MIB,
     Call,
     FakeDiscord,
     user_payload,
@@ -78,7 +79,9 @@ class Outcome:
     @property
     def ephemeral(self) -> bool:
         deferred = self.callback.body.get("data") or {}
-        return bool(int(self.body.get("flags") or 0) & EPHEMERAL_FLAG or int(deferred.get("flags") or 0) & EPHEMERAL_FLAG)
+        return bool(
+            int(self.body.get("flags") or 0) & EPHEMERAL_FLAG or int(deferred.get("flags") or 0) & EPHEMERAL_FLAG
+        )
 
     @property
     def embed(self) -> dict[str, Any]:
@@ -115,11 +118,18 @@ async def run(world: World, interaction: dict[str, Any], timeout: float = 60.0) 
     return Outcome([c for c in world.fake.interaction_calls(interaction) if c.status != 429])
 
 
-async def slash(world: World, name: str, user: dict[str, Any], options: dict[str, Any] | None = None,
-                **attachments: dict[str, Any]) -> Outcome:
+async def slash(
+    world: World, name: str, user: dict[str, Any], options: dict[str, Any] | None = None, **attachments: dict[str, Any]
+) -> Outcome:
     """Run a slash command as `user` in the guild."""
-    interaction = world.fake.slash(name, user, options, attachments=attachments or None,
-                                   roles=world.roles(user), permissions=world.permissions(user))
+    interaction = world.fake.slash(
+        name,
+        user,
+        options,
+        attachments=attachments or None,
+        roles=world.roles(user),
+        permissions=world.permissions(user),
+    )
     return await run(world, interaction)
 
 
@@ -203,10 +213,16 @@ async def world(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
             adapter = create(engine, config.discord)
             await adapter.start()
             try:
-                yield World(fake, engine, config, adapter, sounds,
-                            ann=user_payload(fake.new_id(), "ann"),
-                            bob=user_payload(fake.new_id(), "bob"),
-                            mod=user_payload(fake.new_id(), "mod"))
+                yield World(
+                    fake,
+                    engine,
+                    config,
+                    adapter,
+                    sounds,
+                    ann=user_payload(fake.new_id(), "ann"),
+                    bob=user_payload(fake.new_id(), "bob"),
+                    mod=user_payload(fake.new_id(), "mod"),
+                )
             finally:
                 await adapter.stop()
     assert Route.BASE == "https://discord.com/api/v10"  # stop() puts discord.py's endpoints back
@@ -234,8 +250,11 @@ async def test_commands_are_synced_to_the_dev_guild_after_a_429(world: World) ->
 async def test_add_several_sounds(world: World) -> None:
     before = await sample_count(world)
     added = []
-    for sound, description in (("tone.ogg", "a pure sine tone"), ("noise.wav", "white noise hiss"),
-                               ("chirp.mp3", "a rising chirp")):
+    for sound, description in (
+        ("tone.ogg", "a pure sine tone"),
+        ("noise.wav", "white noise hiss"),
+        ("chirp.mp3", "a rising chirp"),
+    ):
         outcome = await add(world, world.ann, sound, description)
         assert outcome.callback.body["type"] == 5  # deferred within the 3 s window, then edited
         assert not outcome.ephemeral
@@ -270,8 +289,12 @@ async def test_search_answers_with_embed_file_and_buttons(world: World) -> None:
     assert upload.data.startswith(OGG_MAGIC)
     assert outcome.body["attachments"][0]["filename"] == upload.filename
     query_id = next(c for c in outcome.custom_ids if c.startswith("shira:page:")).split(":")[2]
-    assert outcome.custom_ids == [f"shira:play:{ids[0]}", f"shira:play:{ids[1]}", f"shira:more:{ids[0]}",
-                                  f"shira:page:{query_id}:1"]
+    assert outcome.custom_ids == [
+        f"shira:play:{ids[0]}",
+        f"shira:play:{ids[1]}",
+        f"shira:more:{ids[0]}",
+        f"shira:page:{query_id}:1",
+    ]
 
 
 async def test_next_page_button_edits_the_results(world: World) -> None:
@@ -333,18 +356,22 @@ async def test_voice_messages_need_a_mention_in_a_guild(world: World) -> None:
     data = world.sounds["voice-message.ogg"]
     posts = rf"/channels/{fake.channel_id}/messages"
     before = len(fake.find("POST", posts))
-    ignored = fake.user_message(world.bob, attachments=(fake.add_attachment("voice-message.ogg", data, "audio/ogg",
-                                                                            voice=True),), voice=True)
-    addressed = fake.user_message(world.bob, attachments=(fake.add_attachment("voice-message.ogg", data, "audio/ogg",
-                                                                              voice=True),), voice=True,
-                                  mention_bot=True)
+    ignored = fake.user_message(
+        world.bob, attachments=(fake.add_attachment("voice-message.ogg", data, "audio/ogg", voice=True),), voice=True
+    )
+    addressed = fake.user_message(
+        world.bob,
+        attachments=(fake.add_attachment("voice-message.ogg", data, "audio/ogg", voice=True),),
+        voice=True,
+        mention_bot=True,
+    )
     await fake.dispatch("MESSAGE_CREATE", ignored)
     await fake.dispatch("MESSAGE_CREATE", addressed)
     replies = await fake.wait_for("POST", posts, count=before + 1)
     await asyncio.sleep(0.5)
     assert len(fake.find("POST", posts)) == before + 1
     reply = replies[-1]
-    assert reply.body["message_reference"]["message_id"] == addressed["id"]
+    assert str(reply.body["message_reference"]["message_id"]) == addressed["id"]
     assert reply.body["embeds"][0]["title"] == "What sound is this?"
     assert reply.files[0].data.startswith(OGG_MAGIC)
     assert reply.body["allowed_mentions"]["parse"] == []
@@ -403,7 +430,7 @@ async def test_bad_inputs_get_clear_ephemeral_answers(world: World) -> None:
     assert "doesn't look like audio" in outcome.content
     assert len(fake.downloads) == downloads  # rejected before any download
 
-    huge = fake.add_attachment("huge.wav", b"RIFF", "audio/wav", size=world.config.audio.max_add_bytes + 1)
+    huge = fake.add_attachment("huge.wav", b"RIFF", "audio/wav", size=2 * world.config.audio.max_add_bytes)
     outcome = await slash(world, "add", world.ann, file=huge)
     assert outcome.ephemeral and "MB" in outcome.content
     assert len(fake.downloads) == downloads  # the declared size is checked first
@@ -421,8 +448,9 @@ async def test_bad_inputs_get_clear_ephemeral_answers(world: World) -> None:
     outcome = await slash(world, "remove", world.mod, {"id": "999999"})
     assert outcome.ephemeral and "no sound #999999" in outcome.content
 
-    outcome = await slash(world, "add", world.bob, file=fake.add_attachment("x.ogg", world.sounds["tone.ogg"],
-                                                                            "audio/ogg"))
+    outcome = await slash(
+        world, "add", world.bob, file=fake.add_attachment("x.ogg", world.sounds["tone.ogg"], "audio/ogg")
+    )
     assert outcome.callback.body["type"] == 4 and outcome.ephemeral
     assert fake.adder_role_name in outcome.content
 
@@ -443,3 +471,45 @@ async def test_preview_follows_the_interactions_upload_limit(world: World) -> No
     assert outcome.final.files == []  # no preview fits 100 bytes: the results still come, without it
     assert outcome.embed["description"].count("`#") == 1
     assert outcome.custom_ids[0].startswith("shira:play:")
+
+
+async def test_a_dm_is_a_personal_library(world: World) -> None:
+    fake = world.fake
+    guild_before = await sample_count(world)
+    file = fake.add_attachment("chirp.mp3", world.sounds["chirp.mp3"], "audio/mpeg")
+    interaction = fake.slash("add", world.bob, attachments={"file": file}, guild=False)  # no role needed in a DM
+    added = await run(world, interaction)
+    assert added.embed["title"].startswith("Added #")
+    stats = await run(world, fake.slash("stats", world.bob, guild=False))
+    assert {f["name"]: f["value"] for f in stats.embed["fields"]}["Samples"] == "1"
+    assert await sample_count(world) == guild_before
+
+
+async def test_send_delivers_unprompted_replies(world: World) -> None:
+    fake = world.fake
+    bob = int(world.bob["id"])
+    dm_posts = rf"/channels/{fake.dm_channel_id(bob)}/messages"
+    before = len(fake.find("POST", dm_posts))
+    await world.adapter.send(f"discord:dm:{bob}", Reply(ReplyKind.TEXT, "your import finished"))
+    (opened,) = await fake.wait_for("POST", "/users/@me/channels")
+    assert opened.body == {"recipient_id": bob}
+    dm = (await fake.wait_for("POST", dm_posts, count=before + 1))[-1]
+    assert dm.body["content"] == "your import finished"
+
+    posts = rf"/channels/{fake.channel_id}/messages"
+    before = len(fake.find("POST", posts))
+    await world.adapter.send(f"discord:guild:{fake.guild_id}", Reply(ReplyKind.HELP, "shira finds sounds"))
+    sent = await fake.wait_for("POST", posts, count=before + 1)
+    assert sent[-1].body["embeds"][0]["description"] == "shira finds sounds"
+    await world.adapter.send("discord:guild:1", Reply(ReplyKind.TEXT, "nobody hears this"))  # unknown: dropped
+    assert len(fake.find("POST", posts)) == before + 1
+
+
+async def test_a_wrong_token_fails_start_cleanly(world: World) -> None:
+    config = dataclasses.replace(world.config.discord, token="not-the-token")
+    stranger = create(world.engine, config)
+    with pytest.raises(discord.LoginFailure):
+        await stranger.start()
+    assert world.fake.api_base_url == Route.BASE  # the running bot's endpoints are untouched
+    outcome = await slash(world, "help", world.bob)
+    assert "search" in outcome.embed["description"]

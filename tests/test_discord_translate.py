@@ -56,7 +56,9 @@ class RecordingFetch:
 
 
 def hit(sample_id: int, score: float = 0.5, start: float = 0.0, end: float = 10.0, duration: float = 30.0) -> Hit:
-    return Hit(sample_id, f"sound {sample_id}", score, start, end, duration, f"discord:guild:{GUILD}", tags=("dog", "bark"))
+    return Hit(
+        sample_id, f"sound {sample_id}", score, start, end, duration, f"discord:guild:{GUILD}", tags=("dog", "bark")
+    )
 
 
 def audio(sample_id: int, title: str = "dog bark") -> AudioFile:
@@ -111,7 +113,12 @@ def test_is_audio() -> None:
 def test_search_request() -> None:
     req = slash_request("search", {"query": "  dog barking ", "k": 7}, MEMBER, RecordingFetch(), "global")
     assert (req.command, req.text, req.k) == (Command.SEARCH, "dog barking", 7)
-    assert (req.platform, req.space, req.user, req.user_name) == ("discord", f"discord:guild:{GUILD}", "discord:7", "Ann")
+    assert (req.platform, req.space, req.user, req.user_name) == (
+        "discord",
+        f"discord:guild:{GUILD}",
+        "discord:7",
+        "Ann",
+    )
     assert req.extra_spaces == ("global",)
     assert not req.is_admin
     assert slash_request("search", {"query": "x", "k": None}, MEMBER, RecordingFetch()).k is None
@@ -169,8 +176,16 @@ def test_button_requests_round_trip() -> None:
 
 
 def test_foreign_or_malformed_custom_ids() -> None:
-    for custom_id in ("", "other:page:x:1", "shira:remove:1", "shira:play:abc", "shira:page:abc", "shira:page::2",
-                      "shira:page:q:-1", "shira:more: 1"):
+    for custom_id in (
+        "",
+        "other:page:x:1",
+        "shira:remove:1",
+        "shira:play:abc",
+        "shira:page:abc",
+        "shira:page::2",
+        "shira:page:q:-1",
+        "shira:more: 1",
+    ):
         assert parse_button_id(custom_id) is None, custom_id
 
 
@@ -202,8 +217,9 @@ def test_wants_message() -> None:
 
 def test_results_embed_and_buttons() -> None:
     hits = (hit(3, 0.91, 2.0, 4.5, 30.0), hit(5, 0.42, 0.0, 3.0, 3.0))
-    reply = Reply(ReplyKind.RESULTS, 'Results for "dog":\n...', hits=hits, query_id="q1", page=0, has_more=True,
-                  audio=audio(3))
+    reply = Reply(
+        ReplyKind.RESULTS, 'Results for "dog":\n...', hits=hits, query_id="q1", page=0, has_more=True, audio=audio(3)
+    )
     out = render(reply)
     assert out.embed is not None and not out.ephemeral
     assert out.embed["title"] == 'Results for "dog"'
@@ -229,8 +245,15 @@ def test_empty_results() -> None:
 
 
 def test_identify_embed() -> None:
-    reply = Reply(ReplyKind.IDENTIFY, "This sounds like:", labels=(Label("dog", 0.62), Label("cat", 0.2)),
-                  hits=(hit(4),), query_id="q9", has_more=True, audio=audio(4))
+    reply = Reply(
+        ReplyKind.IDENTIFY,
+        "This sounds like:",
+        labels=(Label("dog", 0.62), Label("cat", 0.2)),
+        hits=(hit(4),),
+        query_id="q9",
+        has_more=True,
+        audio=audio(4),
+    )
     out = render(reply)
     assert out.embed is not None
     fields = {f["name"]: f["value"] for f in out.embed["fields"]}

@@ -102,3 +102,18 @@ def test_entities_use_utf16_offsets() -> None:
     text = "🎵 @shira_test_bot what is this"
     (mention,) = entities_for(text)
     assert mention == {"type": "mention", "offset": 3, "length": 15}
+
+
+async def test_html_length_and_button_checks(fake: FakeTelegram, bot: Bot) -> None:
+    alice = user(7, "Alice")
+    fake.push_message(private_chat(alice), alice, "hi")
+    assert (await bot.send_message(7, "<b>ok</b> &amp; <i>fine</i>", parse_mode="HTML")).text
+    for bad in ("<b>open", "<div>x</div>", "fish & chips", "<b><i>x</b></i>"):
+        with pytest.raises(BadRequest, match="(?i)can't parse entities"):
+            await bot.send_message(7, bad, parse_mode="HTML")
+    assert (await bot.send_message(7, "fish & chips")).text  # plain text needs no escaping
+    with pytest.raises(BadRequest, match="(?i)too long"):
+        await bot.send_message(7, "x" * 4097)
+    too_long = InlineKeyboardMarkup([[InlineKeyboardButton("x", callback_data="p:" + "q" * 63)]])
+    with pytest.raises(BadRequest, match="(?i)button_data_invalid"):
+        await bot.send_message(7, "buttons", reply_markup=too_long)

@@ -210,7 +210,9 @@ def test_commands_with_a_sample_id(command: str) -> None:
     assert f"/{command} 12" in notice_of(message(GROUP, ALICE, f"/{command} twelve"))
 
 
-@pytest.mark.parametrize(("text", "command"), [("/stats", Command.STATS), ("/help", Command.HELP), ("/start", Command.START)])
+@pytest.mark.parametrize(
+    ("text", "command"), [("/stats", Command.STATS), ("/help", Command.HELP), ("/start", Command.START)]
+)
 def test_simple_commands(text: str, command: Command) -> None:
     request = request_of(message(GROUP, ALICE, text))
     assert (request.command, request.space, request.is_admin) == (command, "telegram:-1001", False)
@@ -234,13 +236,15 @@ def test_menu_commands_are_all_understood() -> None:
 
 def callback(data: str, chat: dict[str, Any] = GROUP) -> Request | None:
     shown = message(chat, BOT_USER, "Results")
-    update = {"update_id": next(_ids), "callback_query": {"id": "cb", "from": ALICE, "message": shown, "chat_instance": "x", "data": data}}
+    pressed = {"id": "cb", "from": ALICE, "message": shown, "chat_instance": "x", "data": data}
+    update = {"update_id": next(_ids), "callback_query": pressed}
     return translate(Update.de_json(update, None), CTX, fetcher)  # type: ignore[return-value]
 
 
 def test_callbacks() -> None:
     page = callback("p:ab12cd34:2")
-    assert page is not None and (page.command, page.text, page.page, page.space) == (Command.PAGE, "ab12cd34", 2, "telegram:-1001")
+    assert page is not None
+    assert (page.command, page.text, page.page, page.space) == (Command.PAGE, "ab12cd34", 2, "telegram:-1001")
     more = callback("m:15")
     assert more is not None and (more.command, more.text, more.user) == (Command.MORE, "15", "telegram:7")
     play = callback("a:15")
@@ -283,7 +287,8 @@ def buttons(rendered: render.Rendered) -> list[list[tuple[str, str]]]:
 
 
 def test_results_render_with_a_paginated_keyboard() -> None:
-    reply = Reply(ReplyKind.RESULTS, 'Results for "rain":\n...', hits=(hit(3, "<b>rain</b>"), hit(9)), query_id="q1", page=1, has_more=True)
+    hits = (hit(3, "<b>rain</b>"), hit(9))
+    reply = Reply(ReplyKind.RESULTS, 'Results for "rain":\n...', hits=hits, query_id="q1", page=1, has_more=True)
     rendered = render.render(reply)
     assert rendered.text is not None
     assert rendered.text.startswith('<b>Results for "rain":</b> · page 2')
@@ -303,7 +308,8 @@ def test_long_query_ids_drop_only_the_paging_buttons() -> None:
 
 def test_identify_renders_labels_hits_and_audio() -> None:
     audio = AudioFile(3, "rain", Path("x.ogg"), 4.0)
-    reply = Reply(ReplyKind.IDENTIFY, "This sounds like:", labels=(Label("rain", 0.62), Label("wind", 0.2)), hits=(hit(3),), audio=audio)
+    labels = (Label("rain", 0.62), Label("wind", 0.2))
+    reply = Reply(ReplyKind.IDENTIFY, "This sounds like:", labels=labels, hits=(hit(3),), audio=audio)
     rendered = render.render(reply)
     assert rendered.text is not None and "rain — 62%" in rendered.text and "#3" in rendered.text
     assert rendered.audio == audio and buttons(rendered)[0] == [("▶ 1", "a:3")]
@@ -315,7 +321,8 @@ def test_added_renders_id_duration_tags_and_duplicates() -> None:
     new = render.render(Reply(ReplyKind.ADDED, "Added", added=Added(12, "kick", 1.25, ("drum", "kick"))))
     assert new.text is not None and "#12" in new.text and "1.2 s" in new.text and "drum, kick" in new.text
     assert buttons(new) == [[("▶ Play", "a:12"), ("≈ More like this", "m:12")]]
-    dup = render.render(Reply(ReplyKind.ADDED, "Already", added=Added(5, "kick", 1.0, duplicate=True, near_duplicates=(hit(4, "kick2", 0.99),))))
+    again = Added(5, "kick", 1.0, duplicate=True, near_duplicates=(hit(4, "kick2", 0.99),))
+    dup = render.render(Reply(ReplyKind.ADDED, "Already", added=again))
     assert dup.text is not None and "already in this library as #5" in dup.text and "#4 kick2 (0.99)" in dup.text
 
 
@@ -351,7 +358,9 @@ names = st.text(min_size=1, max_size=300)
     has_more=st.booleans(),
 )
 def test_any_results_fit_telegram_limits(hits: list[Hit], query_id: str, page: int, has_more: bool) -> None:
-    reply = Reply(ReplyKind.RESULTS, "Results\n", hits=tuple(hits), query_id=query_id or None, page=page, has_more=has_more)
+    reply = Reply(
+        ReplyKind.RESULTS, "Results\n", hits=tuple(hits), query_id=query_id or None, page=page, has_more=has_more
+    )
     rendered = render.render(reply)
     assert rendered.text is not None and 0 < len(rendered.text) <= render.MAX_TEXT
     if rendered.keyboard is not None:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import discord
@@ -52,7 +52,9 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=BUTTON_ID
         )
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any) -> ResultButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any
+    ) -> ResultButton:
         """Rebuild the button from a clicked message."""
         button: discord.ui.Button = item  # type: ignore[assignment]
         return cls(Button(button.label or "", button.custom_id or "", button.style.value))
@@ -105,7 +107,9 @@ def author_of(user: discord.abc.User, guild_id: int | None, permissions: int) ->
 
 def attachment_of(attachment: discord.Attachment) -> Attachment:
     """An Attachment from a discord.py attachment."""
-    return Attachment(attachment.filename, attachment.url, attachment.size, attachment.content_type, attachment.duration)
+    return Attachment(
+        attachment.filename, attachment.url, attachment.size, attachment.content_type, attachment.duration
+    )
 
 
 def interaction_author(interaction: discord.Interaction) -> Author:
@@ -140,30 +144,39 @@ class DiscordAdapter:
     # lifespan
 
     async def start(self) -> None:
-        """Log in, sync commands, connect in a background task and return once the gateway is ready."""
+        """Log in, sync commands, connect in a background task and return once the gateway is ready.
+
+        discord.py reads its REST base and gateway URL from class attributes, so they are process-wide:
+        they are set here and put back by stop().
+        """
         if not self.config.token:
             raise ValueError("the Discord adapter needs a token: set SHIRA_DISCORD_TOKEN")
         Route.BASE = self.config.api_base_url.rstrip("/")
         if self.config.gateway_url:
             DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.config.gateway_url)
-        await self.client.login(self.config.token)
-        self._connect_task = asyncio.create_task(self.client.connect(), name="discord-gateway")
-        ready = asyncio.create_task(self.client.wait_until_ready())
-        done, _ = await asyncio.wait({ready, self._connect_task}, timeout=self.ready_timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if self._connect_task in done:
-            ready.cancel()
-            await self.client.close()
-            self._connect_task.result()  # raises why the gateway gave up
-            raise RuntimeError("the Discord gateway closed before the bot was ready")
-        if ready not in done:
-            ready.cancel()
-            log.warning("Discord gateway not ready after %.0f s; still trying in the background", self.ready_timeout)
-            return
+        try:
+            await self.client.login(self.config.token)
+            self._connect_task = asyncio.create_task(self.client.connect(), name="discord-gateway")
+            await self._wait_until_ready(self._connect_task)
+        except BaseException:
+            await self.stop()
+            raise
         log.info("Discord adapter ready as %s in %d guild(s)", self.client.user, len(self.client.guilds))
 
+    async def _wait_until_ready(self, connect: asyncio.Task[None]) -> None:
+        """Return once ready; raise if the gateway gives up first; after ready_timeout, go on in the background."""
+        ready = asyncio.create_task(self.client.wait_until_ready())
+        done, _ = await asyncio.wait({ready, connect}, timeout=self.ready_timeout, return_when=asyncio.FIRST_COMPLETED)
+        if ready in done:
+            return
+        ready.cancel()
+        if connect in done:
+            connect.result()  # raises why the gateway gave up
+            raise RuntimeError("the Discord gateway closed before the bot was ready")
+        log.warning("Discord gateway not ready after %.0f s; still trying in the background", self.ready_timeout)
+
     async def stop(self) -> None:
-        """Close the gateway and HTTP session."""
+        """Close the gateway and HTTP session, and put discord.py's endpoints back."""
         await self.client.close()
         if self._connect_task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -183,7 +196,7 @@ class DiscordAdapter:
             return
         rendered = render(reply)
         file = await self._preview(rendered, DEFAULT_UPLOAD_LIMIT)
-        await target.send(**self._message_kwargs(rendered, file))
+        await target.send(**self._message_kwargs(rendered), file=file)
 
     async def sync_commands(self) -> None:
         """Publish the commands to the dev guild, or globally."""
@@ -197,8 +210,11 @@ class DiscordAdapter:
         except discord.HTTPException:
             log.exception("could not sync Discord commands")
             return
-        log.info("synced %d Discord command(s)%s", len(synced),
-                 f" to guild {self.config.dev_guild}" if self.config.dev_guild else " globally")
+        log.info(
+            "synced %d Discord command(s)%s",
+            len(synced),
+            f" to guild {self.config.dev_guild}" if self.config.dev_guild else " globally",
+        )
 
     # commands
 
@@ -207,15 +223,21 @@ class DiscordAdapter:
 
         @tree.command(name="search", description="Search this server's sounds by meaning")
         @app_commands.describe(query="What to listen for, e.g. 'dog barking in the rain'", k="How many results")
-        async def search(interaction: discord.Interaction, query: str, k: Optional[app_commands.Range[int, 1, 50]] = None) -> None:
+        async def search(
+            interaction: discord.Interaction, query: str, k: app_commands.Range[int, 1, 50] | None = None
+        ) -> None:
             await self._slash(interaction, "search", {"query": query, "k": k})
 
         @tree.command(name="add", description="Add a sound to this server's library")
         @app_commands.describe(file="An audio file", description="What it is (helps text search)")
-        async def add(interaction: discord.Interaction, file: discord.Attachment, description: str | None = None) -> None:
+        async def add(
+            interaction: discord.Interaction, file: discord.Attachment, description: str | None = None
+        ) -> None:
             author = interaction_author(interaction)
             if not may_add(author, self.config.add_role):
-                await self._reply_now(interaction, f"Only members with the “{self.config.add_role}” role can add sounds here.")
+                await self._reply_now(
+                    interaction, f"Only members with the “{self.config.add_role}” role can add sounds here."
+                )
                 return
             await self._slash(interaction, "add", {"file": file, "description": description})
 
@@ -243,7 +265,9 @@ class DiscordAdapter:
 
         tree.error(self._on_tree_error)
 
-    async def _slash(self, interaction: discord.Interaction, name: str, options: dict[str, Any], ephemeral: bool = False) -> None:
+    async def _slash(
+        self, interaction: discord.Interaction, name: str, options: dict[str, Any], ephemeral: bool = False
+    ) -> None:
         file = options.get("file")
         if isinstance(file, discord.Attachment):
             options = options | {"file": attachment_of(file)}
@@ -272,11 +296,11 @@ class DiscordAdapter:
 
     async def _reply_now(self, interaction: discord.Interaction, text: str) -> None:
         """An immediate ephemeral answer, for problems found before asking the core."""
-        rendered = error(text)
-        await interaction.response.send_message(rendered.content, ephemeral=True)
+        await interaction.response.send_message(error(text).content, ephemeral=True)
 
-    async def _answer(self, interaction: discord.Interaction, req: Request, ephemeral: bool = False,
-                      in_place: bool = False) -> None:
+    async def _answer(
+        self, interaction: discord.Interaction, req: Request, ephemeral: bool = False, in_place: bool = False
+    ) -> None:
         """Defer at once, ask the core, then edit the deferred answer (errors only to the asker)."""
         if in_place:
             await interaction.response.defer()
@@ -290,9 +314,8 @@ class DiscordAdapter:
                 await interaction.followup.send(rendered.content, ephemeral=True)
                 return
             file = await self._preview(rendered, upload_limit(interaction))
-            kwargs = self._message_kwargs(rendered, file)
-            kwargs["attachments"] = [kwargs.pop("file")] if "file" in kwargs else []
-            await interaction.edit_original_response(**kwargs)
+            attachments = [file] if file is not None else []  # an empty list drops an earlier page's preview
+            await interaction.edit_original_response(**self._message_kwargs(rendered), attachments=attachments)
         except discord.HTTPException:
             log.exception("could not answer Discord interaction %s", interaction.id)
 
@@ -328,20 +351,18 @@ class DiscordAdapter:
         async with channel.typing():
             rendered = render(await self._handle(req))
             limit = message.guild.filesize_limit if message.guild else DEFAULT_UPLOAD_LIMIT
-            file = None if rendered.ephemeral else await self._preview(rendered, limit)
+            file = await self._preview(rendered, limit)
         try:
-            await message.reply(**self._message_kwargs(rendered, file), mention_author=False)
+            await message.reply(**self._message_kwargs(rendered), file=file, mention_author=False)
         except discord.HTTPException:
             log.exception("could not reply to Discord message %s", message.id)
 
     # shared pieces
 
     async def _handle(self, req: Request) -> Reply:
-        """Ask the core; it answers user problems itself, anything else becomes an apology."""
+        """Ask the core; it answers user problems itself, so anything raised becomes an apology."""
         try:
             return await self.engine.handle(req)
-        except UserError as exc:
-            return Reply(kind=ReplyKind.ERROR, text=str(exc))
         except Exception:
             log.exception("engine failed on a Discord %s request", req.command)
             return Reply(kind=ReplyKind.ERROR, text=SORRY)
@@ -372,18 +393,15 @@ class DiscordAdapter:
         return discord.File(path, filename=preview_filename(rendered.attach, path.suffix or ".ogg"))
 
     @staticmethod
-    def _message_kwargs(rendered: Rendered, file: discord.File | None) -> dict[str, Any]:
-        """content, embed, view and file for a discord.py send or edit."""
+    def _message_kwargs(rendered: Rendered) -> dict[str, Any]:
+        """content, embed and view for a discord.py send or edit."""
         view: discord.ui.View | None = None
         if rendered.buttons:
             view = discord.ui.View(timeout=None)
             for spec in rendered.buttons:
                 view.add_item(ResultButton(spec))
-        kwargs: dict[str, Any] = {
+        return {
             "content": rendered.content or None,
             "embed": discord.Embed.from_dict(rendered.embed) if rendered.embed else None,
             "view": view,
         }
-        if file is not None:
-            kwargs["file"] = file
-        return kwargs

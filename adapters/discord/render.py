@@ -117,8 +117,9 @@ def _hit_buttons(reply: Reply) -> tuple[Button, ...]:
     return tuple(b for b in buttons if len(b.custom_id) <= MAX_CUSTOM_ID)
 
 
-def _embed(reply: Reply, title: str, description: str = "", fields: list[dict[str, Any]] | None = None,
-           footer: str = "") -> dict[str, Any]:
+def _embed(
+    reply: Reply, title: str, description: str = "", fields: list[dict[str, Any]] | None = None, footer: str = ""
+) -> dict[str, Any]:
     embed: dict[str, Any] = {"title": _clip(title, MAX_TITLE), "color": COLOURS.get(reply.kind, 0)}
     if description:
         embed["description"] = _clip(description, MAX_DESCRIPTION)

@@ -16,7 +16,26 @@ ADMINISTRATOR = 1 << 3
 MANAGE_MESSAGES = 1 << 13
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes a bot may upload when Discord does not say
 AUDIO_SUFFIXES = frozenset(
-    ".wav .wave .mp3 .ogg .oga .opus .flac .m4a .aac .aif .aiff .wma .webm .mp4 .mka .mkv .mov .caf".split()
+    [
+        ".wav",
+        ".wave",
+        ".mp3",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".flac",
+        ".m4a",
+        ".aac",
+        ".aif",
+        ".aiff",
+        ".wma",
+        ".webm",
+        ".mp4",
+        ".mka",
+        ".mkv",
+        ".mov",
+        ".caf",
+    ]
 )
 AUDIO_MIME_PREFIXES = ("audio/", "video/")
 AUDIO_MIMES = frozenset({"application/ogg", "application/x-ogg"})
@@ -105,7 +124,10 @@ def is_audio(attachment: Attachment) -> bool:
 def not_audio_message(attachment: Attachment) -> str:
     """The friendly answer for an attachment that is not audio."""
     kind = attachment.content_type or "an unknown type"
-    return f"“{attachment.filename}” doesn't look like audio ({kind}). Please attach a sound file such as OGG, MP3, WAV or FLAC."
+    return (
+        f"“{attachment.filename}” doesn't look like audio ({kind}). "
+        "Please attach a sound file such as OGG, MP3, WAV or FLAC."
+    )
 
 
 def first_audio(attachments: Sequence[Attachment]) -> Attachment | None:
@@ -152,8 +174,13 @@ def slash_request(
     audio = (audio_ref(file, fetch),) if isinstance(file, Attachment) else ()
     if command is Command.SEARCH:
         k = options.get("k")
-        return request(author, command, global_space, text=str(options.get("query", "")).strip(),
-                       k=k if isinstance(k, int) else None)
+        return request(
+            author,
+            command,
+            global_space,
+            text=str(options.get("query", "")).strip(),
+            k=k if isinstance(k, int) else None,
+        )
     if command is Command.ADD:
         return request(author, command, global_space, audio=audio, text=str(options.get("description") or "").strip())
     if command is Command.SIMILAR:
@@ -166,7 +193,7 @@ def slash_request(
 def identify_request(
     author: Author, attachments: Sequence[Attachment], fetch: Fetch, global_space: str | None = None
 ) -> Request | None:
-    """"What sound is this?" for the first audio attachment, or None when there is none."""
+    """ "What sound is this?" for the first audio attachment, or None when there is none."""
     found = first_audio(attachments)
     if found is None:
         return None

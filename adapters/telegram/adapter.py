@@ -24,7 +24,7 @@ from telegram import (
 )
 from telegram.constants import ChatAction, ChatMemberStatus, ChatType, ParseMode
 from telegram.error import BadRequest, Forbidden, TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, BaseRateLimiter, ContextTypes, TypeHandler
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from adapters.telegram import render
 from adapters.telegram.translate import (
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 PREVIEW_BYTES = 10 * 1024 * 1024  # well inside the 50 MB a bot may upload
 ACTION_REPEAT = 4.5  # seconds; Telegram shows a chat action for about five
 POLL_TIMEOUT = 10.0  # seconds a getUpdates long poll may wait
+GROUP_RATE = 20.0  # messages a minute to one group, Telegram's documented limit
+FLOOD_RETRIES = 3  # a 429 "retry after n" is waited out this many times before giving up
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.INLINE_QUERY]
 ADMIN_COMMANDS = frozenset({Command.REMOVE, Command.LABELS})
 SLOW_COMMANDS = {
@@ -73,7 +75,7 @@ class TelegramAdapter:
         self,
         engine: Engine,
         config: TelegramConfig,
-        rate_limiter: BaseRateLimiter | None = None,  # type: ignore[type-arg]
+        group_messages_per_minute: float = GROUP_RATE,
         poll_timeout: float = POLL_TIMEOUT,
     ) -> None:
         if not config.token:
@@ -87,8 +89,11 @@ class TelegramAdapter:
             .base_url(config.base_url)
             .base_file_url(config.base_file_url)
             .local_mode(config.local_mode)
-            .rate_limiter(rate_limiter if rate_limiter is not None else AIORateLimiter())
+            .rate_limiter(AIORateLimiter(group_max_rate=group_messages_per_minute, max_retries=FLOOD_RETRIES))
             .concurrent_updates(True)
+            # Stopping cancels a long poll mid-flight, which can leave the one default connection checked
+            # out; a second one lets the final "mark updates as read" getUpdates go through.
+            .get_updates_connection_pool_size(2)
             .build()
         )
         self.app.add_handler(TypeHandler(Update, self._on_update))
@@ -99,8 +104,6 @@ class TelegramAdapter:
 
     async def start(self) -> None:
         """Log in (getMe), register the command menu, and start polling in the background."""
-        # httpx logs each request URL at INFO, and the URL holds the token.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
         await self.app.initialize()
         bot = self.app.bot
         global_space = self.engine.config.search.global_space

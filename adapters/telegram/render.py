@@ -86,7 +86,8 @@ def clock(seconds: float) -> str:
 
 def hit_line(number: int, hit: Hit) -> str:
     """One ranked hit: number, name, id, score and the matching span."""
-    line = f"{number}. <b>{escape(_short(hit.name))}</b> #{hit.sample_id} · {hit.score:.2f} · {clock(hit.start)}–{clock(hit.end)}"
+    span = f"{clock(hit.start)}–{clock(hit.end)}"
+    line = f"{number}. <b>{escape(_short(hit.name))}</b> #{hit.sample_id} · {hit.score:.2f} · {span}"
     if hit.tags:
         line += f"\n    <i>{escape(', '.join(hit.tags))}</i>"
     return line
@@ -139,10 +140,10 @@ def hits_keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
 
 def render_results(reply: Reply) -> Rendered:
     """Ranked hits with a paginated keyboard."""
-    if not reply.hits:
-        return Rendered(escape(reply.text or "Nothing found."))
-    first = reply.text.splitlines()[0] if reply.text else "Results"
+    first, _, rest = (reply.text or "Results").partition("\n")
     title = f"<b>{escape(first[:200])}</b>"
+    if not reply.hits:
+        return Rendered(_fit([title], [escape(rest or "Nothing found.")], []))
     if reply.page or reply.has_more:
         title += f" · page {reply.page + 1}"
     lines = [hit_line(n, h) for n, h in enumerate(reply.hits, 1)]  # numbered like the buttons
@@ -177,9 +178,9 @@ def render_added(added: Added) -> Rendered:
     if added.near_duplicates:
         lines.append("⚠️ Very close to:")
         lines += [f"  #{h.sample_id} {escape(_short(h.name))} ({h.score:.2f})" for h in added.near_duplicates]
-    keyboard = InlineKeyboardMarkup(
-        [_row([_button("▶ Play", play_data(added.sample_id)), _button("≈ More like this", more_data(added.sample_id))])]
-    )
+    play = _button("▶ Play", play_data(added.sample_id))
+    more = _button("≈ More like this", more_data(added.sample_id))
+    keyboard = InlineKeyboardMarkup([_row([play, more])])
     return Rendered(_fit([], lines, []), keyboard)
 
 

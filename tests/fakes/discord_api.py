@@ -8,8 +8,8 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -63,7 +63,6 @@ class FakeDiscord:
         self.bot_user = user_payload(self.app_id, "shira", bot=True)
         self.guild_id = self.new_id()
         self.channel_id = self.new_id()
-        self.other_channel_id = self.new_id()
         self.adder_role_id = self.new_id()
         self.adder_role_name = "sound-adders"
         self.calls: list[Call] = []
@@ -73,6 +72,7 @@ class FakeDiscord:
         self.gateway_queries: list[dict[str, str]] = []
         self.downloads: list[str] = []  # CDN paths requested, found or not
         self._attachments: dict[str, tuple[bytes, str]] = {}
+        self._dm_channels: dict[int, int] = {}  # user id -> DM channel id
         self._messages: dict[str, dict[str, Any]] = {}  # "@original" per interaction token, and by id
         self._limits: list[_RateLimit] = []
         self._sockets: set[web.WebSocketResponse] = set()
@@ -93,7 +93,7 @@ class FakeDiscord:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
         return self
 
     async def stop(self) -> None:
@@ -127,6 +127,10 @@ class FakeDiscord:
     def new_id(self) -> int:
         """A fresh snowflake."""
         return next(self._ids)
+
+    def dm_channel_id(self, user_id: int | str) -> int:
+        """The id of the bot's DM channel with a user (the same one every time)."""
+        return self._dm_channels.setdefault(int(user_id), self.new_id())
 
     # test controls
 
@@ -203,7 +207,9 @@ class FakeDiscord:
 
     # payload builders for tests
 
-    def member_payload(self, user: dict[str, Any], permissions: int = EVERYDAY_PERMISSIONS, roles: tuple[int, ...] = ()) -> dict[str, Any]:
+    def member_payload(
+        self, user: dict[str, Any], permissions: int = EVERYDAY_PERMISSIONS, roles: tuple[int, ...] = ()
+    ) -> dict[str, Any]:
         """A guild member as sent inside an interaction."""
         return {
             "user": user,
@@ -222,15 +228,25 @@ class FakeDiscord:
             "id": str(cid),
             "type": 0,
             "guild_id": str(self.guild_id),
-            "name": "general" if cid == self.channel_id else "other",
+            "name": "general" if cid == self.channel_id else f"channel-{cid}",
             "position": 0,
             "permission_overwrites": [],
             "nsfw": False,
             "parent_id": None,
         }
 
-    def _interaction(self, kind: int, data: dict[str, Any], user: dict[str, Any], *, guild: bool, permissions: int,
-                     roles: tuple[int, ...], size_limit: int | None, message: dict[str, Any] | None) -> dict[str, Any]:
+    def _interaction(
+        self,
+        kind: int,
+        data: dict[str, Any],
+        user: dict[str, Any],
+        *,
+        guild: bool,
+        permissions: int,
+        roles: tuple[int, ...],
+        size_limit: int | None,
+        message: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         iid = self.new_id()
         payload: dict[str, Any] = {
             "id": str(iid),
@@ -255,7 +271,7 @@ class FakeDiscord:
                 "context": 0,
             }
         else:
-            dm_id = int(user["id"]) + 1
+            dm_id = self.dm_channel_id(user["id"])
             payload |= {
                 "channel_id": str(dm_id),
                 "channel": {"id": str(dm_id), "type": 1, "recipients": [user]},
@@ -267,10 +283,18 @@ class FakeDiscord:
             payload["message"] = message
         return payload
 
-    def slash(self, name: str, user: dict[str, Any], options: dict[str, Any] | None = None, *,
-              attachments: dict[str, dict[str, Any]] | None = None, guild: bool = True,
-              permissions: int = EVERYDAY_PERMISSIONS, roles: tuple[int, ...] = (),
-              size_limit: int | None = None) -> dict[str, Any]:
+    def slash(
+        self,
+        name: str,
+        user: dict[str, Any],
+        options: dict[str, Any] | None = None,
+        *,
+        attachments: dict[str, dict[str, Any]] | None = None,
+        guild: bool = True,
+        permissions: int = EVERYDAY_PERMISSIONS,
+        roles: tuple[int, ...] = (),
+        size_limit: int | None = None,
+    ) -> dict[str, Any]:
         """An INTERACTION_CREATE for a slash command; attachment options name an entry of `attachments`."""
         types = {str: 3, int: 4, bool: 5, float: 10}
         opts = []
@@ -285,11 +309,19 @@ class FakeDiscord:
             data["resolved"] = resolved
         if guild and self._command_in_guild(name):
             data["guild_id"] = str(self.guild_id)
-        return self._interaction(2, data, user, guild=guild, permissions=permissions, roles=roles,
-                                 size_limit=size_limit, message=None)
+        return self._interaction(
+            2, data, user, guild=guild, permissions=permissions, roles=roles, size_limit=size_limit, message=None
+        )
 
-    def message_command(self, name: str, user: dict[str, Any], target: dict[str, Any], *,
-                        guild: bool = True, size_limit: int | None = None) -> dict[str, Any]:
+    def message_command(
+        self,
+        name: str,
+        user: dict[str, Any],
+        target: dict[str, Any],
+        *,
+        guild: bool = True,
+        size_limit: int | None = None,
+    ) -> dict[str, Any]:
         """An INTERACTION_CREATE for a message context-menu command on `target`."""
         data: dict[str, Any] = {
             "id": str(self._command_id(name)),
@@ -300,24 +332,45 @@ class FakeDiscord:
         }
         if guild and self._command_in_guild(name):
             data["guild_id"] = str(self.guild_id)
-        return self._interaction(2, data, user, guild=guild, permissions=EVERYDAY_PERMISSIONS, roles=(),
-                                 size_limit=size_limit, message=None)
+        return self._interaction(
+            2, data, user, guild=guild, permissions=EVERYDAY_PERMISSIONS, roles=(), size_limit=size_limit, message=None
+        )
 
-    def button_click(self, custom_id: str, user: dict[str, Any], message: dict[str, Any], *,
-                     guild: bool = True, permissions: int = EVERYDAY_PERMISSIONS,
-                     size_limit: int | None = None) -> dict[str, Any]:
+    def button_click(
+        self,
+        custom_id: str,
+        user: dict[str, Any],
+        message: dict[str, Any],
+        *,
+        guild: bool = True,
+        permissions: int = EVERYDAY_PERMISSIONS,
+        size_limit: int | None = None,
+    ) -> dict[str, Any]:
         """An INTERACTION_CREATE for a click on a button of `message`."""
         data = {"custom_id": custom_id, "component_type": 2}
-        return self._interaction(3, data, user, guild=guild, permissions=permissions, roles=(),
-                                 size_limit=size_limit, message=message)
+        return self._interaction(
+            3, data, user, guild=guild, permissions=permissions, roles=(), size_limit=size_limit, message=message
+        )
 
-    def user_message(self, user: dict[str, Any], *, content: str = "", attachments: tuple[dict[str, Any], ...] = (),
-                     voice: bool = False, mention_bot: bool = False, guild: bool = True,
-                     channel_id: int | None = None) -> dict[str, Any]:
+    def user_message(
+        self,
+        user: dict[str, Any],
+        *,
+        content: str = "",
+        attachments: tuple[dict[str, Any], ...] = (),
+        voice: bool = False,
+        mention_bot: bool = False,
+        guild: bool = True,
+        channel_id: int | None = None,
+    ) -> dict[str, Any]:
         """A MESSAGE_CREATE payload from a user."""
-        cid = channel_id or (self.channel_id if guild else int(user["id"]) + 1)
+        cid = channel_id or (self.channel_id if guild else self.dm_channel_id(user["id"]))
         payload = message_payload(
-            self.new_id(), cid, user, content=content, attachments=list(attachments),
+            self.new_id(),
+            cid,
+            user,
+            content=content,
+            attachments=list(attachments),
             flags=VOICE_MESSAGE_FLAG if voice else 0,
             mentions=[self.bot_user] if mention_bot else [],
         )
@@ -387,7 +440,6 @@ class FakeDiscord:
 
     def _guild(self) -> dict[str, Any]:
         gid = str(self.guild_id)
-        channels = [self.channel_payload(self.channel_id), self.channel_payload(self.other_channel_id)]
         return {
             "id": gid,
             "name": "Fake Guild",
@@ -398,16 +450,32 @@ class FakeDiscord:
             "default_message_notifications": 0,
             "explicit_content_filter": 0,
             "roles": [
-                {"id": gid, "name": "@everyone", "color": 0, "hoist": False, "position": 0,
-                 "permissions": str(EVERYDAY_PERMISSIONS), "managed": False, "mentionable": False},
-                {"id": str(self.adder_role_id), "name": self.adder_role_name, "color": 0, "hoist": False,
-                 "position": 1, "permissions": "0", "managed": False, "mentionable": False},
+                {
+                    "id": gid,
+                    "name": "@everyone",
+                    "color": 0,
+                    "hoist": False,
+                    "position": 0,
+                    "permissions": str(EVERYDAY_PERMISSIONS),
+                    "managed": False,
+                    "mentionable": False,
+                },
+                {
+                    "id": str(self.adder_role_id),
+                    "name": self.adder_role_name,
+                    "color": 0,
+                    "hoist": False,
+                    "position": 1,
+                    "permissions": "0",
+                    "managed": False,
+                    "mentionable": False,
+                },
             ],
             "emojis": [],
             "stickers": [],
             "features": [],
             "mfa_level": 0,
-            "system_channel_id": None,
+            "system_channel_id": str(self.channel_id),
             "premium_tier": 0,
             "preferred_locale": "en-US",
             "nsfw_level": 0,
@@ -417,7 +485,7 @@ class FakeDiscord:
             "joined_at": "2024-01-01T00:00:00+00:00",
             "voice_states": [],
             "members": [self.member_payload(self.bot_user)],
-            "channels": channels,
+            "channels": [self.channel_payload()],
             "threads": [],
             "presences": [],
             "stage_instances": [],
@@ -500,11 +568,13 @@ class FakeDiscord:
         p, m = call.path, call.method
         app = str(self.app_id)
         if m == "GET" and p == "/gateway/bot":
-            return _json({
-                "url": self.gateway_url,
-                "shards": 1,
-                "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1},
-            })
+            return _json(
+                {
+                    "url": self.gateway_url,
+                    "shards": 1,
+                    "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1},
+                }
+            )
         if m == "GET" and p == "/gateway":
             return _json({"url": self.gateway_url})
         if m == "GET" and p == "/users/@me":
@@ -523,6 +593,9 @@ class FakeDiscord:
         if m == "POST" and (match := re.fullmatch(r"/channels/(\d+)/messages", p)):
             message = self._new_message(int(match.group(1)), call)
             return _json(message)
+        if m == "POST" and p == "/users/@me/channels":  # open a DM
+            recipient = user_payload(int((call.body or {})["recipient_id"]), "someone")
+            return _json({"id": str(self.dm_channel_id(recipient["id"])), "type": 1, "recipients": [recipient]})
         if m == "POST" and re.fullmatch(r"/channels/\d+/typing", p):
             return web.Response(status=204)
         return _error(404, 0, "404: Not Found")
@@ -544,8 +617,13 @@ class FakeDiscord:
         guild = re.search(r"/guilds/(\d+)/", path)
         registered = []
         for cmd in body:
-            out = {"id": str(self.new_id()), "application_id": str(self.app_id), "version": "1",
-                   "description": "", "default_member_permissions": None} | cmd
+            out = {
+                "id": str(self.new_id()),
+                "application_id": str(self.app_id),
+                "version": "1",
+                "description": "",
+                "default_member_permissions": None,
+            } | cmd
             if guild:
                 out["guild_id"] = guild.group(1)
             registered.append(out)
@@ -555,15 +633,25 @@ class FakeDiscord:
     def _new_message(self, channel_id: int, call: Call, ephemeral: bool = False) -> dict[str, Any]:
         body = call.body or {}
         attachments = [
-            {"id": str(self.new_id()), "filename": f.filename, "size": len(f.data),
-             "url": f"{self.root}/attachments/{channel_id}/0/{f.filename}",
-             "proxy_url": f"{self.root}/attachments/{channel_id}/0/{f.filename}", "content_type": f.content_type}
+            {
+                "id": str(self.new_id()),
+                "filename": f.filename,
+                "size": len(f.data),
+                "url": f"{self.root}/attachments/{channel_id}/0/{f.filename}",
+                "proxy_url": f"{self.root}/attachments/{channel_id}/0/{f.filename}",
+                "content_type": f.content_type,
+            }
             for f in call.files
         ]
         flags = int(body.get("flags") or 0) | (EPHEMERAL_FLAG if ephemeral else 0)
         message = message_payload(
-            self.new_id(), channel_id, self.bot_user, content=body.get("content") or "",
-            attachments=attachments, flags=flags, embeds=body.get("embeds") or [],
+            self.new_id(),
+            channel_id,
+            self.bot_user,
+            content=body.get("content") or "",
+            attachments=attachments,
+            flags=flags,
+            embeds=body.get("embeds") or [],
             components=body.get("components") or [],
         )
         message["application_id"] = str(self.app_id)
@@ -618,9 +706,13 @@ class FakeDiscord:
                     updated[name] = body[name]
             if call.files or "attachments" in body:
                 updated["attachments"] = [
-                    {"id": str(self.new_id()), "filename": f.filename, "size": len(f.data),
-                     "url": f"{self.root}/attachments/0/0/{f.filename}",
-                     "proxy_url": f"{self.root}/attachments/0/0/{f.filename}"}
+                    {
+                        "id": str(self.new_id()),
+                        "filename": f.filename,
+                        "size": len(f.data),
+                        "url": f"{self.root}/attachments/0/0/{f.filename}",
+                        "proxy_url": f"{self.root}/attachments/0/0/{f.filename}",
+                    }
                     for f in call.files
                 ]
             updated["flags"] = int(updated.get("flags") or 0) & ~(1 << 7)
@@ -654,10 +746,18 @@ def user_payload(user_id: int, name: str, *, bot: bool = False) -> dict[str, Any
     return payload
 
 
-def message_payload(message_id: int, channel_id: int, author: dict[str, Any], *, content: str = "",
-                    attachments: list[dict[str, Any]] | None = None, flags: int = 0,
-                    embeds: list[dict[str, Any]] | None = None, components: list[dict[str, Any]] | None = None,
-                    mentions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def message_payload(
+    message_id: int,
+    channel_id: int,
+    author: dict[str, Any],
+    *,
+    content: str = "",
+    attachments: list[dict[str, Any]] | None = None,
+    flags: int = 0,
+    embeds: list[dict[str, Any]] | None = None,
+    components: list[dict[str, Any]] | None = None,
+    mentions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A Discord message object."""
     return {
         "id": str(message_id),

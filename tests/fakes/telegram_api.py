@@ -7,6 +7,7 @@ import itertools
 import json
 import re
 import time
+from html.parser import HTMLParser
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,7 @@ class Call:
     method: str
     params: Json
     files: dict[str, Upload] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)  # when the server received it
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,9 @@ class FakeTelegram:
 
     # what tests set up
 
-    def add_file(self, data: bytes, kind: str = "voice", file_size: int | None = None, suffix: str = "oga") -> StoredFile:
+    def add_file(
+        self, data: bytes, kind: str = "voice", file_size: int | None = None, suffix: str = "oga"
+    ) -> StoredFile:
         """Register bytes that getFile and the download route will serve; file_size may claim more."""
         n = next(self._file_ids)
         stored = StoredFile(
@@ -370,6 +374,11 @@ class FakeTelegram:
             async with self._changed:
                 while self.confirmed <= update_id:
                     await self._changed.wait()
+
+    @property
+    def pending(self) -> list[Json]:
+        """Updates the client has not acknowledged yet."""
+        return [u for u in self._updates if u["update_id"] >= self.confirmed]
 
     def bot_messages(self, chat_id: int) -> list[Json]:
         """Messages the bot sent to a chat, oldest first."""
@@ -504,6 +513,8 @@ class FakeTelegram:
     async def _api_editMessageText(self, params: Json, files: dict[str, Upload]) -> Json:
         message = self._existing_message(params)
         markup = params.get("reply_markup")
+        _check_text(params, "text", 4096)
+        _check_markup(markup)
         if message.get("text") == params.get("text") and message.get("reply_markup") == markup:
             raise _ApiError(400, "Bad Request: message is not modified")
         message["text"] = params.get("text", "")
@@ -566,6 +577,9 @@ class FakeTelegram:
 
     def _new_message(self, params: Json, content: Json) -> Json:
         chat = self._chat(params)
+        _check_text(params, "text", 4096)
+        _check_text(params, "caption", 1024)
+        _check_markup(params.get("reply_markup"))
         message: Json = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
@@ -612,6 +626,59 @@ class _ApiError(Exception):
         super().__init__(description)
         self.code = code
         self.description = description
+
+
+HTML_TAGS = frozenset(
+    {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "span", "tg-spoiler",
+     "tg-emoji", "blockquote"}
+)
+
+
+class _TelegramHTML(HTMLParser):
+    """Checks text the way Telegram's HTML parse mode does: known tags, properly nested."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.open: list[str] = []
+        self.problem: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in HTML_TAGS:
+            self.problem = self.problem or f"unsupported start tag \"{tag}\""
+        self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.open or self.open.pop() != tag:
+            self.problem = self.problem or f"unmatched end tag \"{tag}\""
+
+
+def _check_text(params: Json, key: str, limit: int) -> None:
+    text = params.get(key)
+    if not isinstance(text, str):
+        return
+    if params.get("parse_mode") == "HTML":
+        checker = _TelegramHTML()
+        checker.feed(text)
+        checker.close()
+        if checker.problem or checker.open:
+            raise _ApiError(400, f"Bad Request: can't parse entities: {checker.problem or 'unclosed tag'}")
+        if re.search(r"&(?![a-zA-Z]+;|#\d+;|#x[0-9a-fA-F]+;)", text):
+            raise _ApiError(400, "Bad Request: can't parse entities: unescaped &")
+        text = re.sub(r"<[^>]+>", "", text)
+    if not text.strip() and key == "text":
+        raise _ApiError(400, "Bad Request: message text is empty")
+    if len(text) > limit:
+        raise _ApiError(400, f"Bad Request: {'message' if key == 'text' else 'caption'} is too long")
+
+
+def _check_markup(markup: Any) -> None:
+    if not isinstance(markup, dict):
+        return
+    for row in markup.get("inline_keyboard", []):
+        for button in row:
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(str(data).encode()) <= 64:
+                raise _ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
 
 
 def _error(code: int, description: str) -> web.Response:

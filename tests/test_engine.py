@@ -1,0 +1,272 @@
+"""The engine end to end on the tiny model: add, dedupe, search, identify, page, remove, restart."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.config import Config
+from core.engine import Engine
+from core.messages import AudioRef, Command, ReplyKind, Request
+from tests.conftest import make_config
+from tests.support.sounds import chirp, click, encode, noise, tone
+
+
+def ref(path: Path, calls: list[str] | None = None) -> AudioRef:
+    async def fetch() -> bytes:
+        if calls is not None:
+            calls.append(path.name)
+        return path.read_bytes()
+
+    return AudioRef(path.name, fetch, size=path.stat().st_size)
+
+
+def req(command: Command, text: str = "", audio: tuple[AudioRef, ...] = (), user: str = "u1", **kw: object) -> Request:
+    return Request(platform="test", space="s1", user=user, command=command, text=text, audio=audio, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def sounds(tmp_path: Path) -> dict[str, Path]:
+    d = tmp_path / "sounds"
+    d.mkdir()
+    return {
+        "tone": encode(tone(2.0, 440), d / "tone_440.wav"),
+        "noise": encode(noise(3.0), d / "white_noise.mp3"),
+        "chirp": encode(chirp(23.0), d / "long_chirp.ogg"),
+        "thunder": encode(noise(2.0, seed=7) * np.linspace(1, 0, 96000, dtype=np.float32), d / "thunder_storm.flac"),
+        "click": encode(click(), d / "click.wav"),
+    }
+
+
+async def add_all(engine: Engine, sounds: dict[str, Path], space: str = "s1") -> dict[str, int]:
+    ids = {}
+    for key, path in sounds.items():
+        result = await engine.add(space, path.read_bytes(), path.name, uploader="u1")
+        assert not result.duplicate
+        ids[key] = result.sample_id
+    return ids
+
+
+async def test_add_stores_file_rows_and_index(engine: Engine, sounds: dict[str, Path]) -> None:
+    reply = await engine.handle(req(Command.ADD, "a long sweep", (ref(sounds["chirp"]),)))
+    assert reply.kind == ReplyKind.ADDED and reply.added is not None
+    added = reply.added
+    assert added.name == "long_chirp.ogg" and abs(added.duration - 23.0) < 0.05
+    row = await engine.store.get_sample(added.sample_id)
+    assert row is not None and row.description == "a long sweep" and row.uploader == "u1"
+    assert engine.files.path(row.sha256, row.ext).read_bytes() == sounds["chirp"].read_bytes()
+    segments = (await engine.store.segments([added.sample_id]))[added.sample_id]
+    assert [(s, e) for s, e, _ in segments] == [(0.0, 10.0), (10.0, 20.0), (13.0, 23.0)]
+    assert len(engine.indexes.get("s1")) == 1
+    assert f"#{added.sample_id}" in reply.text
+
+
+async def test_exact_duplicate_is_reported_not_stored(engine: Engine, sounds: dict[str, Path]) -> None:
+    first = await engine.handle(req(Command.ADD, audio=(ref(sounds["tone"]),)))
+    again = await engine.handle(req(Command.ADD, audio=(ref(sounds["tone"]),)))
+    assert again.added is not None and again.added.duplicate
+    assert again.added.sample_id == first.added.sample_id  # type: ignore[union-attr]
+    assert f"already in the library as #{first.added.sample_id}" in again.text.lower()  # type: ignore[union-attr]
+    assert await engine.store.count("s1") == 1
+
+
+async def test_near_copy_is_reported(tmp_path: Path, tiny_model_dir: Path, sounds: dict[str, Path]) -> None:
+    config = make_config(tmp_path / "d", tiny_model_dir, search={"near_duplicate": 0.9999})
+    copy = encode(tone(2.0, 440), tmp_path / "tone_copy.flac")  # same sound, other bytes
+    async with Engine.open(config, warm_labels=False) as engine:
+        original = await engine.add("s1", sounds["tone"].read_bytes(), "tone.wav")
+        other = await engine.add("s1", sounds["noise"].read_bytes(), "noise.mp3")
+        near = await engine.add("s1", copy.read_bytes(), "tone_copy.flac")
+    assert [h.sample_id for h in near.near_duplicates] == [original.sample_id]
+    assert original.sample_id not in [h.sample_id for h in other.near_duplicates]
+    assert not near.duplicate and near.sample_id not in (original.sample_id, other.sample_id)
+
+
+async def test_similar_returns_the_same_file_first(engine: Engine, sounds: dict[str, Path]) -> None:
+    ids = await add_all(engine, sounds)
+    for key in ("tone", "chirp", "click"):
+        reply = await engine.handle(req(Command.SIMILAR, audio=(ref(sounds[key]),)))
+        assert reply.kind == ReplyKind.RESULTS
+        assert reply.hits[0].sample_id == ids[key]
+        assert reply.hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert reply.audio is not None and reply.audio.sample_id == ids[key] and reply.audio.path.exists()
+        scores = [h.score for h in reply.hits]
+        assert scores == sorted(scores, reverse=True)
+
+
+async def test_hybrid_search_uses_names_and_can_be_switched_off(
+    tmp_path: Path, tiny_model_dir: Path, sounds: dict[str, Path]
+) -> None:
+    for hybrid in (True, False):
+        config = make_config(tmp_path / f"h{hybrid}", tiny_model_dir, search={"hybrid": hybrid, "k": 5})
+        async with Engine.open(config, warm_labels=False) as engine:
+            ids = await add_all(engine, sounds)
+            hits, _ = await engine.search_text(("s1",), "thunder", 5)
+            vector = await engine.embed_text("thunder")
+        assert len(hits) == 5
+        for hit in hits:
+            assert -1.0 <= hit.score <= 1.0 and 0 <= hit.start <= hit.end <= hit.duration + 1e-6
+        if hybrid:
+            assert hits[0].sample_id == ids["thunder"]
+        else:
+            stored = {h.sample_id: h.score for h in hits}
+            assert [h.sample_id for h in hits] == sorted(stored, key=lambda i: -stored[i])
+            assert np.isclose(np.linalg.norm(vector), 1.0)
+
+
+async def test_long_file_hit_carries_the_best_window(engine: Engine, sounds: dict[str, Path]) -> None:
+    ids = await add_all(engine, sounds)
+    reply = await engine.handle(req(Command.SIMILAR, audio=(ref(sounds["chirp"]),), k=10))
+    chirp_hit = next(h for h in reply.hits if h.sample_id == ids["chirp"])
+    assert (chirp_hit.start, chirp_hit.end) in [(0.0, 10.0), (10.0, 20.0), (13.0, 23.0)]
+
+
+async def test_identify_gives_labels_and_hits(engine: Engine, sounds: dict[str, Path]) -> None:
+    await add_all(engine, sounds)
+    await engine.handle(req(Command.LABELS, "add squeaky door"))
+    reply = await engine.handle(req(Command.IDENTIFY, audio=(ref(sounds["noise"]),)))
+    assert reply.kind == ReplyKind.IDENTIFY
+    assert len(reply.labels) == engine.config.search.labels
+    probs = [label.score for label in reply.labels]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-6
+    assert len(reply.hits) == engine.config.search.k and reply.audio is not None
+    vocabulary = {*engine.labeler.vocabulary, "squeaky door"}  # type: ignore[union-attr]
+    assert all(label.label in vocabulary for label in reply.labels)
+    again = await engine.handle(req(Command.IDENTIFY, audio=(ref(sounds["noise"]),)))
+    assert again.labels == reply.labels  # deterministic
+
+
+async def test_label_embeddings_are_cached_by_model(engine: Engine) -> None:
+    labeler = engine.labeler
+    assert labeler is not None
+    await labeler.vectors(["Thunder", "Dog"])
+    cached = await engine.store.cached_texts(labeler.model_key, [labeler.prompt.format(label="Thunder")])
+    assert len(cached) == 1
+
+
+async def test_paging_covers_every_result_once(engine: Engine, sounds: dict[str, Path]) -> None:
+    await add_all(engine, sounds)
+    first = await engine.handle(req(Command.SEARCH, "noise", k=2))
+    assert len(first.hits) == 2 and first.has_more and first.query_id
+    seen = [h.sample_id for h in first.hits]
+    page, reply = 0, first
+    while reply.has_more:
+        page += 1
+        reply = await engine.handle(req(Command.PAGE, first.query_id or "", page=page))
+        assert reply.kind == ReplyKind.RESULTS and reply.page == page
+        seen += [h.sample_id for h in reply.hits]
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == 5
+    expired = await engine.handle(req(Command.PAGE, "nope", page=1))
+    assert expired.kind == ReplyKind.ERROR and "expired" in expired.text
+
+
+async def test_more_like_this_and_play(engine: Engine, sounds: dict[str, Path]) -> None:
+    ids = await add_all(engine, sounds)
+    more = await engine.handle(req(Command.MORE, str(ids["tone"])))
+    assert more.hits[0].sample_id == ids["tone"]
+    play = await engine.handle(req(Command.PLAY, f"#{ids['click']}"))
+    assert play.kind == ReplyKind.AUDIO and play.audio is not None
+    assert play.audio.path.read_bytes() == sounds["click"].read_bytes()
+    missing = await engine.handle(req(Command.PLAY, "9999"))
+    assert missing.kind == ReplyKind.ERROR and "#9999" in missing.text
+
+
+async def test_remove_permissions_and_file_lifetime(engine: Engine, sounds: dict[str, Path]) -> None:
+    mine = await engine.add("s1", sounds["tone"].read_bytes(), "tone.wav", uploader="u1")
+    shared = await engine.add("s2", sounds["tone"].read_bytes(), "tone.wav", uploader="u9")
+    row = await engine.store.get_sample(mine.sample_id)
+    assert row is not None
+    path = engine.files.path(row.sha256, row.ext)
+
+    refused = await engine.handle(req(Command.REMOVE, str(mine.sample_id), user="u2"))
+    assert refused.kind == ReplyKind.ERROR and "uploader" not in refused.text and "admin" in refused.text
+    elsewhere = await engine.handle(req(Command.REMOVE, str(shared.sample_id), user="u9"))
+    assert elsewhere.kind == ReplyKind.ERROR  # not in this space
+    done = await engine.handle(req(Command.REMOVE, str(mine.sample_id), user="u1"))
+    assert done.kind == ReplyKind.REMOVED
+    assert await engine.store.get_sample(mine.sample_id) is None
+    assert len(engine.indexes.get("s1")) == 0
+    assert path.exists()  # still used by s2
+    admin = await engine.handle(
+        Request("test", "s2", "u3", Command.REMOVE, str(shared.sample_id), is_admin=True)
+    )
+    assert admin.kind == ReplyKind.REMOVED and not path.exists()
+
+
+async def test_rate_limit_and_quota(tmp_path: Path, tiny_model_dir: Path, sounds: dict[str, Path]) -> None:
+    config = make_config(tmp_path / "d", tiny_model_dir, limits={"requests_per_minute": 3, "space_quota": 2})
+    calls: list[str] = []
+    async with Engine.open(config, warm_labels=False) as engine:
+        assert (await engine.handle(req(Command.ADD, audio=(ref(sounds["tone"], calls),)))).kind == ReplyKind.ADDED
+        assert (await engine.handle(req(Command.ADD, audio=(ref(sounds["noise"], calls),)))).kind == ReplyKind.ADDED
+        full = await engine.handle(req(Command.ADD, audio=(ref(sounds["click"], calls),)))
+        assert full.kind == ReplyKind.ERROR and "full" in full.text
+        assert calls == ["tone_440.wav", "white_noise.mp3"]  # the quota was checked before downloading
+        limited = await engine.handle(req(Command.STATS))
+        assert limited.kind == ReplyKind.BUSY and "too quickly" in limited.text
+        assert (await engine.handle(req(Command.STATS, user="u2"))).kind == ReplyKind.STATS
+
+
+async def test_user_errors_are_friendly_and_internal_errors_get_an_id(
+    engine: Engine, sounds: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    empty = await engine.handle(req(Command.SEARCH, "   "))
+    assert empty.kind == ReplyKind.ERROR and "/search" in empty.text
+    no_audio = await engine.handle(req(Command.ADD))
+    assert no_audio.kind == ReplyKind.ERROR and "attach" in no_audio.text
+    bad = tmp_path / "bad.ogg"
+    bad.write_text("not audio")
+    broken = await engine.handle(req(Command.ADD, audio=(ref(bad),)))
+    assert broken.kind == ReplyKind.ERROR and "decode" in broken.text
+    assert await engine.store.count("s1") == 0
+
+    async def explode() -> None:
+        raise RuntimeError("disk on fire")
+
+    engine.store.stats = explode  # type: ignore[method-assign,assignment]
+    reply = await engine.handle(req(Command.STATS))
+    assert reply.kind == ReplyKind.ERROR and reply.error_id and reply.error_id in reply.text
+    assert "disk on fire" not in reply.text
+    assert any(reply.error_id in r.getMessage() for r in caplog.records)
+
+
+async def test_restart_gives_the_same_results(config: Config, sounds: dict[str, Path]) -> None:
+    async with Engine.open(config, warm_labels=False) as engine:
+        await add_all(engine, sounds)
+        before, _ = await engine.search_text(("s1",), "a thunder storm", 5)
+        similar_before = await engine.handle(req(Command.SIMILAR, audio=(ref(sounds["chirp"]),)))
+    async with Engine.open(config, warm_labels=False) as engine:
+        assert engine.indexes.get("s1") is not None  # loaded from disk at start-up
+        after, _ = await engine.search_text(("s1",), "a thunder storm", 5)
+        similar_after = await engine.handle(req(Command.SIMILAR, audio=(ref(sounds["chirp"]),)))
+    assert [(h.sample_id, round(h.score, 5)) for h in before] == [(h.sample_id, round(h.score, 5)) for h in after]
+    assert [h.sample_id for h in similar_before.hits] == [h.sample_id for h in similar_after.hits]
+
+
+async def test_stale_index_is_rebuilt_from_the_store(config: Config, sounds: dict[str, Path]) -> None:
+    async with Engine.open(config, warm_labels=False) as engine:
+        ids = await add_all(engine, sounds)
+    # Simulate a crash after a commit the saved index never saw: delete a row behind the index's back.
+    with sqlite3.connect(Path(config.data_dir) / "shira.db") as db:
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("DELETE FROM samples WHERE id = ?", (ids["noise"],))
+        db.execute("UPDATE spaces SET revision = revision + 1")
+    async with Engine.open(config, warm_labels=False) as engine:
+        assert len(engine.indexes.get("s1")) == 4
+        hits, _ = await engine.search_text(("s1",), "noise", 10)
+        assert ids["noise"] not in [h.sample_id for h in hits] and len(hits) == 4
+
+
+async def test_global_library_is_searched_only_when_asked(engine: Engine, sounds: dict[str, Path]) -> None:
+    g = await engine.add("global", sounds["tone"].read_bytes(), "tone.wav")
+    await engine.add("s1", sounds["noise"].read_bytes(), "noise.mp3")
+    alone = await engine.handle(req(Command.SEARCH, "tone", k=10))
+    both = await engine.handle(dataclasses.replace(req(Command.SEARCH, "tone", k=10), extra_spaces=("global",)))
+    assert g.sample_id not in [h.sample_id for h in alone.hits]
+    assert g.sample_id in [h.sample_id for h in both.hits]
+    stolen = await engine.handle(req(Command.REMOVE, str(g.sample_id), is_admin=True, extra_spaces=("global",)))
+    assert stolen.kind == ReplyKind.ERROR and await engine.store.get_sample(g.sample_id) is not None

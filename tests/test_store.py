@@ -1,0 +1,111 @@
+"""The SQLite store on a real file: schema, transactions, FTS, cascades."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.store import MIGRATIONS, NewSample, SqliteStore, fts_query
+
+
+def sample(space: str, sha: str, name: str, dim: int = 4, windows: int = 2, **kw: object) -> NewSample:
+    rng = np.random.default_rng(int(sha[:6], 16))
+    vector = rng.standard_normal(dim).astype(np.float32)
+    segs = tuple((i * 10.0, i * 10.0 + 10.0, rng.standard_normal(dim).astype(np.float32)) for i in range(windows))
+    fields = dict(uploader="u1", description="", duration=20.0, source="", tags=(("Drum", 0.5, True),))
+    fields.update(kw)
+    return NewSample(space=space, sha256=sha, ext=".wav", name=name, vector=vector, segments=segs, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    opened = await SqliteStore.open(tmp_path / "shira.db")
+    yield opened
+    await opened.close()
+
+
+async def test_schema_is_migrated_and_wal(store: SqliteStore) -> None:
+    assert await store.schema_version() == len(MIGRATIONS)
+    row = await (await store.db.execute("PRAGMA journal_mode")).fetchone()
+    assert row[0] == "wal"
+    assert await store.integrity_ok()
+
+
+async def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
+    first = await SqliteStore.open(tmp_path / "s.db")
+    sample_id = await first.add_sample(sample("a", "1" * 64, "kick.wav"))
+    await first.close()
+    second = await SqliteStore.open(tmp_path / "s.db")
+    row = await second.get_sample(sample_id)
+    await second.close()
+    assert row is not None and row.name == "kick.wav" and row.tags == ("Drum",)
+
+
+async def test_add_get_segments_vectors(store: SqliteStore) -> None:
+    new = sample("a", "a" * 64, "kick.wav", description="deep kick")
+    sample_id = await store.add_sample(new)
+    row = await store.get_sample(sample_id)
+    assert row is not None and (row.space, row.sha256, row.description) == ("a", "a" * 64, "deep kick")
+    segs = (await store.segments([sample_id]))[sample_id]
+    assert [(s, e) for s, e, _ in segs] == [(0.0, 10.0), (10.0, 20.0)]
+    assert np.array_equal(segs[1][2], new.segments[1][2])
+    ids, vectors = await store.vectors("a")
+    assert ids.tolist() == [sample_id] and np.array_equal(vectors[0], new.vector)
+    assert await store.find_by_sha("a", "a" * 64) == sample_id
+    assert await store.find_by_sha("b", "a" * 64) is None
+
+
+async def test_same_file_once_per_space(store: SqliteStore) -> None:
+    await store.add_sample(sample("a", "b" * 64, "x.wav"))
+    await store.add_sample(sample("b", "b" * 64, "x.wav"))
+    with pytest.raises(Exception, match="UNIQUE"):
+        await store.add_sample(sample("a", "b" * 64, "x.wav"))
+    # The failed transaction left nothing behind.
+    assert await store.count("a") == 1
+    fts = await (await store.db.execute("SELECT count(*) FROM samples_fts")).fetchone()
+    assert fts[0] == 2
+
+
+async def test_remove_cascades_and_reports_sha_use(store: SqliteStore) -> None:
+    first = await store.add_sample(sample("a", "c" * 64, "x.wav"))
+    second = await store.add_sample(sample("b", "c" * 64, "x.wav"))
+    before = await store.revision("a")
+    assert await store.remove_sample(first) == "c" * 64
+    assert await store.revision("a") == before + 1
+    assert await store.sha_in_use("c" * 64)  # still used by space b
+    assert await store.segments([first]) == {}
+    assert await store.lexical(["a"], "x", 10) == []
+    await store.remove_sample(second)
+    assert not await store.sha_in_use("c" * 64)
+    assert await store.remove_sample(second) is None
+    tags = await (await store.db.execute("SELECT count(*) FROM tags")).fetchone()
+    assert tags[0] == 0
+
+
+async def test_lexical_search_over_names_descriptions_tags(store: SqliteStore) -> None:
+    thunder = await store.add_sample(sample("a", "d" * 64, "Thunder_Clap_01.wav"))
+    rain = await store.add_sample(sample("a", "e" * 64, "ambience.wav", description="heavy rain on a roof"))
+    tagged = await store.add_sample(sample("a", "f" * 64, "x.wav", tags=(("Dog", 0.9, True),)))
+    await store.add_sample(sample("other", "9" * 64, "thunder.wav"))
+    assert await store.lexical(["a"], "thunder", 10) == [thunder]
+    assert await store.lexical(["a"], "raining", 10) == [rain]  # porter stemming
+    assert await store.lexical(["a"], "dog", 10) == [tagged]
+    assert await store.lexical(["a"], '"); DROP TABLE samples; --', 10) == []
+    assert len(await store.lexical(["a", "other"], "thunder", 10)) == 2
+
+
+def test_fts_query_quotes_words() -> None:
+    assert fts_query("deep kick-drum") == '"deep" OR "kick" OR "drum"'
+    assert fts_query("  ?!  ") is None
+
+
+async def test_text_cache_and_labels(store: SqliteStore) -> None:
+    await store.cache_texts("m1", {"dog": np.ones(3, np.float32)})
+    assert set(await store.cached_texts("m1", ["dog", "cat"])) == {"dog"}
+    assert await store.cached_texts("m2", ["dog"]) == {}
+    await store.add_space_label("a", "squeaky door")
+    assert await store.space_labels("a") == ["squeaky door"]
+    assert await store.remove_space_label("a", "squeaky door")
+    assert not await store.remove_space_label("a", "squeaky door")
