@@ -20,15 +20,16 @@ from core.messages import Hit
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="shira", description="Search sound by meaning (CLAP + FAISS + SQLite).")
-    parser.add_argument("--config", type=Path, help="TOML config file (see config.example.toml)")
-    parser.add_argument("--data-dir", type=Path, help="where the library lives (overrides the config)")
-    parser.add_argument("--model", help="CLAP hub id or local directory (overrides the config)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_global_options(parser, default=None)
+    # The same options are accepted after the command too: `shira run --config X` works like `shira --config X run`.
+    shared = argparse.ArgumentParser(add_help=False)
+    add_global_options(shared, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--space", help="library name (default: the console library)")
+    def command(name: str, help_text: str, json_flag: bool = True, space: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[shared])
+        if space:
+            p.add_argument("--space", help="library name (default: the console library)")
         if json_flag:
             p.add_argument("--json", action="store_true", help="print one JSON object")
         return p
@@ -49,8 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("remove", "remove a sample by id")
     p.add_argument("id", type=int)
     command("console", "talk to the bot in this terminal", json_flag=False)
-    sub.add_parser("run", help="start the chat adapters the config enables")
+    command("run", "start the chat adapters the config enables", json_flag=False, space=False)
     return parser
+
+
+def add_global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """--config, --data-dir, --model and --verbose."""
+    parser.add_argument("--config", type=Path, default=default, help="TOML config file (see config.example.toml)")
+    parser.add_argument("--data-dir", type=Path, default=default, help="where the library lives (overrides the config)")
+    parser.add_argument("--model", default=default, help="CLAP hub id or local directory (overrides the config)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=False if default is None else default, help="debug logging")
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:

@@ -22,6 +22,7 @@ MB = 1024 * 1024
 
 # ffmpeg stderr fragments mapped to the reason we give the user.
 _REASONS = (
+    ("no decoder found", "it uses an audio codec I can't decode"),
     ("not on whitelist", "it refers to other files (playlists and references are not accepted)"),
     ("matches no streams", "it has no audio track"),
     ("does not contain any stream", "it has no audio track"),

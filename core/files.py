@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import unicodedata
 from pathlib import Path
 
@@ -24,12 +25,36 @@ def display_name(filename: str, fallback: str = "sound") -> str:
     return name[:120] or fallback
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (a writer that is still running keeps its .part file)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class FileStore:
     """Originals stored once each, named by their sha256."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self.sweep_parts()
+
+    def sweep_parts(self) -> int:
+        """Delete half-written files left by a process that was killed mid-write; returns how many."""
+        removed = 0
+        for part in self.root.glob("??/.*.part"):
+            pid = part.name[: -len(".part")].rpartition(".")[2]
+            if pid.isdigit() and not _alive(int(pid)):
+                part.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def path(self, sha256: str, ext: str) -> Path:
         """Where a file with this hash lives."""
@@ -43,7 +68,9 @@ class FileStore:
         if path.exists():
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        # unique per writer, so two concurrent puts of one file never share a half-written tmp;
+        # the pid comes last so sweep_parts can tell whether the writer is still alive
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.{os.getpid()}.part")
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()

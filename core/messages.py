@@ -141,6 +141,7 @@ class Reply:
     stats: SpaceStats | None = None
     query_id: str | None = None  # pass back with Command.PAGE to page through results
     page: int = 0
+    offset: int = 0  # rank of hits[0] minus one (page * page size), for numbering
     has_more: bool = False
     error_id: str | None = None
 

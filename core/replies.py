@@ -46,7 +46,14 @@ def results(
         more = f"\n(page {page + 1}; more available)" if has_more else ""
         text = f"{title}\n" + "\n".join(lines) + more
     return Reply(
-        ReplyKind.RESULTS, text, hits=tuple(hits), query_id=query_id, page=page, has_more=has_more, audio=audio
+        ReplyKind.RESULTS,
+        text,
+        hits=tuple(hits),
+        query_id=query_id,
+        page=page,
+        offset=page * k,
+        has_more=has_more,
+        audio=audio,
     )
 
 

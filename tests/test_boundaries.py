@@ -21,3 +21,12 @@ def test_core_does_not_import_platform_libraries() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_network_guard_refuses_non_loopback_addresses() -> None:
+    import socket
+
+    import pytest
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock, pytest.raises(AssertionError, match="network"):
+        sock.connect(("192.0.2.1", 80))  # TEST-NET-1: never routed, never contacted

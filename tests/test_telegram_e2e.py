@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from adapters.telegram import TelegramAdapter
+from adapters.telegram import TelegramAdapter, create
 from adapters.telegram.translate import MENU
-from core.config import TelegramConfig
+from core.config import ConfigError, TelegramConfig
 from core.engine import Engine
 from core.messages import Command, Reply, ReplyKind, Request
 from tests.conftest import make_config
@@ -466,3 +466,15 @@ async def test_global_library_is_searched_when_enabled(bot: Running, tmp_path: P
             assert [(r["id"], r["voice_file_id"]) for r in inline.params["results"]] == [(str(added.sample_id), file_id)]
         finally:
             await adapter.stop()
+
+
+async def test_a_missing_or_wrong_token_fails_clearly(bot: Running) -> None:
+    with pytest.raises(ConfigError, match="SHIRA_TELEGRAM_TOKEN"):
+        create(bot.engine, TelegramConfig(enabled=True))
+    async with FakeTelegram() as fake:
+        config = TelegramConfig(enabled=True, token="111:wrong", base_url=fake.base_url, base_file_url=fake.base_file_url)
+        adapter = create(bot.engine, config)
+        with pytest.raises(ConfigError, match="rejected the bot token") as refused:
+            await adapter.start()
+        assert "111:wrong" not in str(refused.value) and refused.value.__cause__ is None
+        assert not adapter.app.running and not fake.calls  # refused at the door: nothing was recorded

@@ -15,6 +15,7 @@ from telegram import (
     BotCommand,
     CallbackQuery,
     Chat,
+    InlineKeyboardMarkup,
     InlineQuery,
     InlineQueryResultsButton,
     LinkPreviewOptions,
@@ -23,7 +24,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatAction, ChatMemberStatus, ChatType, ParseMode
-from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from adapters.telegram import render
@@ -63,9 +64,6 @@ SLOW_COMMANDS = {
 }
 TOO_BIG = "Telegram only lets bots download files up to 20 MB. Send a shorter or compressed clip."
 
-AppType = Application  # type: ignore[type-arg]
-
-
 class TelegramAdapter:
     """Runs a PTB Application inside the engine's lifespan: start() returns once polling, stop() undoes it."""
 
@@ -83,7 +81,7 @@ class TelegramAdapter:
         self.engine = engine
         self.config = config
         self.poll_timeout = poll_timeout
-        self.app: AppType = (
+        self.app: Application = (  # type: ignore[type-arg]
             ApplicationBuilder()
             .token(config.token)
             .base_url(config.base_url)
@@ -104,6 +102,16 @@ class TelegramAdapter:
 
     async def start(self) -> None:
         """Log in (getMe), register the command menu, and start polling in the background."""
+        try:
+            await self._start()
+        except BaseException as exc:
+            await self.stop()  # release the HTTP clients of a half-started application
+            if isinstance(exc, InvalidToken):  # its message quotes the token; never pass that on
+                raise ConfigError("Telegram rejected the bot token; check SHIRA_TELEGRAM_TOKEN.") from None
+            raise
+        log.info("telegram: polling as @%s", self.app.bot.username)
+
+    async def _start(self) -> None:
         await self.app.initialize()
         bot = self.app.bot
         global_space = self.engine.config.search.global_space
@@ -117,7 +125,7 @@ class TelegramAdapter:
         try:
             await bot.set_my_commands([BotCommand(name, about) for name, about in MENU])
         except TelegramError as exc:
-            log.warning("could not register the command menu: %s", exc)
+            log.warning("telegram: could not register the command menu: %s", exc)
         await self.app.start()
         assert self.app.updater is not None
         await self.app.updater.start_polling(
@@ -125,7 +133,6 @@ class TelegramAdapter:
             timeout=dtm.timedelta(seconds=self.poll_timeout),
             allowed_updates=ALLOWED_UPDATES,
         )
-        log.info("telegram: polling as @%s", bot.username)
 
     async def stop(self) -> None:
         """Stop polling, finish the updates in hand, and close the connections."""
@@ -134,6 +141,7 @@ class TelegramAdapter:
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()
+        await self.app.bot.shutdown()  # closes the HTTP clients even when initialize() failed half-way
         log.info("telegram: stopped")
 
     async def send(self, space: str, reply: Reply) -> None:
@@ -250,7 +258,7 @@ class TelegramAdapter:
         self,
         chat_id: int,
         html: str,
-        keyboard: render.InlineKeyboardMarkup | None = None,
+        keyboard: InlineKeyboardMarkup | None = None,
         reply_to: int | None = None,
     ) -> None:
         await self.app.bot.send_message(
