@@ -59,7 +59,9 @@ def add_global_options(parser: argparse.ArgumentParser, default: object) -> None
     parser.add_argument("--config", type=Path, default=default, help="TOML config file (see config.example.toml)")
     parser.add_argument("--data-dir", type=Path, default=default, help="where the library lives (overrides the config)")
     parser.add_argument("--model", default=default, help="CLAP hub id or local directory (overrides the config)")
-    parser.add_argument("-v", "--verbose", action="store_true", default=False if default is None else default, help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=False if default is None else default, help="debug logging"
+    )
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:

@@ -23,8 +23,10 @@ class ModelConfig:
 
     id: str = DEFAULT_MODEL  # hub id or local directory
     device: str = "auto"  # auto, cpu, cuda, mps
-    precision: str = "auto"  # auto, fp32, bf16
+    precision: str = "auto"  # auto (bf16 on CPUs with AMX, else fp32), fp32, bf16
     quantize_text: bool = False  # int8 dynamic quantisation of the text tower (CPU)
+    fused_attention: bool = True  # one fused attention kernel per audio window block
+    fast_features: bool = True  # log-mel features in torch, batched (same values as the numpy extractor)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     window_seconds: float = 10.0
     hop_seconds: float = 10.0

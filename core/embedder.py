@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import types
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,13 +57,136 @@ def pooled(output: Any) -> Any:
     return getattr(output, "pooler_output", output)
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
 def cpu_has_bf16() -> bool:
     """True when the CPU has native bf16 matrix support (AMX or AVX512-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
+
+
+def cpu_has_amx() -> bool:
+    """True when the CPU has AMX bf16 tiles, where bf16 inference is clearly faster than fp32."""
+    return "amx_bf16" in _cpu_flags()
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    """fp32 or bf16: "auto" picks bf16 only on CPUs with AMX (checked, never assumed)."""
+    if requested == "auto":
+        return "bf16" if device == "cpu" and cpu_has_amx() else "fp32"
+    if requested == "bf16" and device == "cpu" and not cpu_has_bf16():
+        log.warning("bf16 requested but this CPU has no native bf16; using fp32")
+        return "fp32"
+    if requested not in ("fp32", "bf16"):
+        raise ModelLoadError(f"model.precision must be auto, fp32 or bf16, not {requested!r}")
+    return requested
+
+
+class MelFeatures:
+    """ClapFeatureExtractor's repeatpad log-mel (librosa/slaney filters) in torch, one batched STFT.
+
+    Matches the numpy extractor to ~1e-5 dB (float64 throughout) but runs the whole batch at once; it applies only
+    to clips no longer than the extractor's window, which is all the embedder ever passes.
+    """
+
+    def __init__(self, extractor: Any) -> None:
+        import torch
+
+        self.n_fft = int(extractor.fft_window_size)
+        self.hop = int(extractor.hop_length)
+        self.max_samples = int(extractor.nb_max_samples)
+        self.padding = extractor.padding
+        self.window = torch.hann_window(self.n_fft, periodic=True, dtype=torch.float64)
+        self.filters = torch.from_numpy(np.asarray(extractor.mel_filters_slaney, dtype=np.float64)).T.contiguous()
+
+    @staticmethod
+    def supports(extractor: Any) -> bool:
+        """True for the unfused CLAP checkpoints' settings, which this class reproduces."""
+        return (
+            getattr(extractor, "truncation", None) == "rand_trunc"
+            and getattr(extractor, "padding", None) in ("repeatpad", "repeat", "pad")
+            and getattr(extractor, "top_db", None) is None
+            and hasattr(extractor, "mel_filters_slaney")
+        )
+
+    def _pad(self, clip: np.ndarray) -> Any:
+        import torch
+
+        wave = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)).to(torch.float64)
+        n, size = self.max_samples, len(wave)
+        if 0 < size < n:
+            if self.padding == "repeat":
+                wave = wave.repeat(n // size + 1)[:n]
+            elif self.padding == "repeatpad":
+                wave = wave.repeat(n // size)
+        return torch.nn.functional.pad(wave, (0, n - len(wave)))
+
+    def __call__(self, clips: list[np.ndarray]) -> Any:
+        """(n, 1, frames, mel bins) float32 features, as the extractor's input_features."""
+        import torch
+
+        batch = torch.stack([self._pad(c) for c in clips])
+        spec = torch.stft(
+            batch, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect", return_complex=True
+        )
+        power = spec.real.square() + spec.imag.square()
+        mel = torch.matmul(self.filters, power).clamp_min(1e-10)
+        return (10.0 * torch.log10(mel)).transpose(1, 2).unsqueeze(1).to(torch.float32)
+
+
+def _window_attention(self: Any, hidden_states: Any, attention_mask: Any = None, output_attentions: Any = False) -> Any:
+    """ClapAudioSelfAttention.forward with one fused scaled_dot_product_attention call (bias + shift mask)."""
+    import torch
+
+    batch, tokens, _ = hidden_states.shape
+    heads, size = self.num_attention_heads, self.attention_head_size
+    shape = (batch, tokens, heads, size)
+    query = self.query(hidden_states).view(shape).transpose(1, 2)
+    key = self.key(hidden_states).view(shape).transpose(1, 2)
+    value = self.value(hidden_states).view(shape).transpose(1, 2)
+    bias = getattr(self, "_shira_bias", None)
+    if bias is None or bias.dtype != query.dtype:
+        table = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = table.view(tokens, tokens, -1).permute(2, 0, 1).contiguous().to(query.dtype)
+        self._shira_bias = bias
+    mask = bias.unsqueeze(0)
+    if attention_mask is not None:
+        windows_per_item = attention_mask.shape[0]
+        mask = bias.unsqueeze(0) + attention_mask.to(query.dtype).unsqueeze(1)  # (windows, heads, n, n)
+        query = query.reshape(batch // windows_per_item, windows_per_item, heads, tokens, size)
+        key = key.reshape(query.shape)
+        value = value.reshape(query.shape)
+    context = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+    context = context.reshape(batch, heads, tokens, size).transpose(1, 2).reshape(batch, tokens, heads * size)
+    return (context, None) if output_attentions else (context,)
+
+
+def use_fused_attention(audio_model: Any) -> int:
+    """Swap the audio tower's windowed attention for the fused kernel; returns how many modules changed."""
+    changed = 0
+    for module in audio_model.modules():
+        if type(module).__name__ == "ClapAudioSelfAttention":
+            module.forward = types.MethodType(_window_attention, module)
+            changed += 1
+    return changed
+
+
+def weights_fingerprint(model: Any) -> str:
+    """A short id of these exact weights, for caches keyed by model."""
+    digest = hashlib.sha1(model.config.to_json_string().encode())
+    state = model.state_dict()
+    for name, tensor in list(state.items())[:: max(1, len(state) // 8)]:
+        digest.update(name.encode())
+        digest.update(np.float64(tensor.float().sum().item()).tobytes())
+    return digest.hexdigest()[:16]
 
 
 LOAD_HELP = (
@@ -77,15 +202,34 @@ LOAD_HELP = (
 class Embedder:
     """Owns a CLAP model; call only from the job queue's worker thread."""
 
-    def __init__(self, model: Any, processor: Any, config: ModelConfig, device: str, precision: str) -> None:
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        config: ModelConfig,
+        device: str,
+        precision: str,
+        fingerprint: str | None = None,
+        logit_scale: float | None = None,
+    ) -> None:
         self.model = model
         self.processor = processor
         self.config = config
         self.device = device
         self.precision = precision
         self.dim = int(model.config.projection_dim)
-        self.logit_scale = float(model.logit_scale_a.detach().exp().item())
-        self.fingerprint = self._fingerprint()
+        if logit_scale is None:
+            logit_scale = float(model.logit_scale_a.detach().float().exp().item())
+        self.logit_scale = logit_scale
+        self.fingerprint = fingerprint or weights_fingerprint(model)
+        extractor = processor.feature_extractor
+        self.mel = MelFeatures(extractor) if config.fast_features and MelFeatures.supports(extractor) else None
+        self.checkpoint: Callable[[], None] | None = None  # set by the job queue: runs urgent work mid-batch
+        self._in_checkpoint = False
+        self._audio_dtype = next(model.audio_model.parameters()).dtype
+        for module in model.audio_model.modules():
+            if type(module).__name__ in ("ClapAudioLayer", "ClapAudioPatchMerging"):
+                module.register_forward_pre_hook(self._pause_point)
 
     @classmethod
     def load(cls, config: ModelConfig) -> Embedder:
@@ -112,40 +256,56 @@ class Embedder:
         if getattr(model.config.audio_config, "enable_fusion", False):
             log.warning("model %s uses fusion; shira feeds it one window at a time", config.id)
         model = model.eval().to(device)
-        precision = config.precision
-        if precision == "auto":
-            precision = "fp32"
-        if precision == "bf16" and device == "cpu" and not cpu_has_bf16():
-            log.warning("bf16 requested but this CPU has no native bf16; using fp32")
-            precision = "fp32"
-        if config.quantize_text and device == "cpu":
+        precision = resolve_precision(config.precision, device)
+        fingerprint = weights_fingerprint(model)  # of the fp32 weights: precision is not a different model
+        logit_scale = float(model.logit_scale_a.detach().float().exp().item())
+        if config.fused_attention:
+            use_fused_attention(model.audio_model)
+        quantized = config.quantize_text and device == "cpu"
+        if precision == "bf16":
+            model.audio_model.to(torch.bfloat16)
+            model.audio_projection.to(torch.bfloat16)
+            if not quantized:
+                model.text_model.to(torch.bfloat16)
+                model.text_projection.to(torch.bfloat16)
+        if quantized:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+                warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
                 model.text_model = torch.ao.quantization.quantize_dynamic(
                     model.text_model, {torch.nn.Linear}, dtype=torch.qint8
                 )
                 model.text_projection = torch.ao.quantization.quantize_dynamic(
                     model.text_projection, {torch.nn.Linear}, dtype=torch.qint8
                 )
-        log.info("loaded %s on %s (%s, text int8: %s)", config.id, device, precision, config.quantize_text)
-        return cls(model, processor, config, device, precision)
+        log.info(
+            "loaded %s on %s (%s, text int8: %s, fused attention: %s, torch mel: %s, threads: %d)",
+            config.id,
+            device,
+            precision,
+            quantized,
+            config.fused_attention,
+            config.fast_features,
+            torch.get_num_threads(),
+        )
+        return cls(model, processor, config, device, precision, fingerprint, logit_scale)
 
-    def _fingerprint(self) -> str:
-        """A short id of these exact weights, for caches keyed by model."""
-        digest = hashlib.sha1(self.model.config.to_json_string().encode())
-        for name, tensor in list(self.model.state_dict().items())[:: max(1, len(self.model.state_dict()) // 8)]:
-            digest.update(name.encode())
-            digest.update(np.float64(tensor.float().sum().item()).tobytes())
-        return digest.hexdigest()[:16]
+    def _pause_point(self, *_: Any) -> None:
+        """Between audio layers: let the queue run urgent work (never recursively)."""
+        if self.checkpoint is None or self._in_checkpoint:
+            return
+        self._in_checkpoint = True
+        try:
+            self.checkpoint()
+        finally:
+            self._in_checkpoint = False
 
-    def _autocast(self) -> Any:
-        import contextlib
-
-        import torch
-
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def features(self, clips: list[np.ndarray]) -> Any:
+        """The model's input features for clips of at most one window each."""
+        if self.mel is not None and all(len(c) <= self.mel.max_samples for c in clips):
+            return self.mel(clips)
+        return self.processor.feature_extractor(
+            clips, sampling_rate=SAMPLE_RATE, truncation="rand_trunc", padding="repeatpad", return_tensors="pt"
+        )["input_features"]
 
     def embed_windows(self, clips: list[np.ndarray]) -> np.ndarray:
         """Embed clips of at most one window each; returns normalised (n, dim) float32."""
@@ -154,12 +314,9 @@ class Embedder:
         out = []
         size = max(1, self.config.batch_size)
         for i in range(0, len(clips), size):
-            batch = clips[i : i + size]
-            features = self.processor.feature_extractor(
-                batch, sampling_rate=SAMPLE_RATE, truncation="rand_trunc", padding="repeatpad", return_tensors="pt"
-            )
-            with torch.inference_mode(), self._autocast():
-                vec = pooled(self.model.get_audio_features(input_features=features["input_features"].to(self.device)))
+            features = self.features(clips[i : i + size]).to(self.device, self._audio_dtype)
+            with torch.inference_mode():
+                vec = pooled(self.model.get_audio_features(input_features=features))
             out.append(vec.float().cpu().numpy())
         return normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
 
@@ -171,7 +328,7 @@ class Embedder:
             return np.zeros((0, self.dim), np.float32)
         tokens = self.processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
         tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode():
             vec = pooled(self.model.get_text_features(**tokens))
         return normalize(vec.float().cpu().numpy())
 

@@ -20,12 +20,12 @@ from core.embedder import Embedder, normalize
 from core.errors import Busy, NotAllowed, NotFound, QuotaExceeded, RateLimited, UserError
 from core.files import FileStore, display_name, safe_ext
 from core.index import IndexSet
-from core.jobs import JobQueue, Priority
+from core.jobs import JobQueue, Jobs, Priority
 from core.labels import Labeler, builtin_vocabulary
 from core.messages import Added, AudioFile, AudioRef, Command, Hit, Label, Reply, ReplyKind, Request, SpaceStats
 from core.ratelimit import RateLimiter
 from core.search import best_window, reciprocal_rank_fusion, vector_candidates
-from core.store import NewSample, SqliteStore
+from core.store import NewSample, SqliteStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,13 @@ class _Query:
 class Engine:
     """The core service every adapter and the CLI talk to."""
 
-    def __init__(self, config: Config, store: SqliteStore, files: FileStore, indexes: IndexSet) -> None:
+    def __init__(self, config: Config, store: Store, files: FileStore, indexes: IndexSet) -> None:
         self.config = config
         self.store = store
         self.files = files
         self.indexes = indexes
         self.embedder: Embedder | None = None
-        self.queue: JobQueue | None = None
+        self.queue: Jobs | None = None
         self.labeler: Labeler | None = None
         self.limiter = RateLimiter(config.limits.requests_per_minute)
         self._mutate = asyncio.Lock()  # store commit + index update happen as one step
@@ -171,7 +171,7 @@ class Engine:
 
     # ----------------------------------------------------------------- embedding
 
-    def _queue(self) -> JobQueue:
+    def _queue(self) -> Jobs:
         if self.queue is None:
             raise RuntimeError("engine is not open")
         return self.queue
@@ -225,9 +225,7 @@ class Engine:
         if existing is not None:
             row = await self.store.get_sample(existing)
             return Added(existing, row.name if row else name, row.duration if row else 0.0, duplicate=True)
-        quota = self.config.limits.space_quota
-        if quota and await self.store.count(space) >= quota:
-            raise QuotaExceeded(f"This library is full ({quota} sounds). Remove some before adding more.")
+        await self._check_quota(space)
         audio = await self.decode(data, self.add_limits)
         embedded = await self.embed_audio(audio, priority, wait=priority == Priority.BULK)
         near = await self._near_duplicates(space, embedded.vector, platform)
@@ -265,6 +263,11 @@ class Engine:
                 await self._rebuild(space)
         log.info("added #%d %r to %s (%.1f s)", sample_id, name, space, audio.duration)
         return Added(sample_id, name, audio.duration, tuple(t for t, _, _ in tags), near_duplicates=tuple(near))
+
+    async def _check_quota(self, space: str) -> None:
+        quota = self.config.limits.space_quota
+        if quota and await self.store.count(space) >= quota:
+            raise QuotaExceeded(f"This library is full ({quota} sounds). Remove some before adding more.")
 
     async def _near_duplicates(self, space: str, vector: np.ndarray, platform: str) -> list[Hit]:
         await self._ensure_index(space)
@@ -515,9 +518,7 @@ class Engine:
 
     async def _on_add(self, request: Request) -> Reply:
         ref = self._one_audio(request, "add it")
-        quota = self.config.limits.space_quota
-        if quota and await self.store.count(request.space) >= quota:
-            raise QuotaExceeded(f"This library is full ({quota} sounds). Remove some before adding more.")
+        await self._check_quota(request.space)  # before downloading anything
         data = await self._fetch(ref, self.add_limits)
         result = await self.add(
             request.space,

@@ -8,9 +8,9 @@ from importlib import resources
 
 import numpy as np
 
-from core.jobs import JobQueue, Priority
+from core.jobs import Jobs, Priority
 from core.messages import Label
-from core.store import SqliteStore
+from core.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ class Labeler:
 
     def __init__(
         self,
-        store: SqliteStore,
-        queue: JobQueue,
+        store: Store,
+        queue: Jobs,
         model_key: str,
         prompt: str,
         logit_scale: float,

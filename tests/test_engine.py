@@ -270,3 +270,26 @@ async def test_global_library_is_searched_only_when_asked(engine: Engine, sounds
     assert g.sample_id in [h.sample_id for h in both.hits]
     stolen = await engine.handle(req(Command.REMOVE, str(g.sample_id), is_admin=True, extra_spaces=("global",)))
     assert stolen.kind == ReplyKind.ERROR and await engine.store.get_sample(g.sample_id) is not None
+
+
+async def test_auto_tags_make_sounds_findable_by_words(
+    tmp_path: Path, tiny_model_dir: Path, sounds: dict[str, Path]
+) -> None:
+    config = make_config(
+        tmp_path / "d", tiny_model_dir, search={"vocabulary": "none", "autotags": 2, "autotag_min_score": 0.0}
+    )
+    async with Engine.open(config) as engine:
+        await engine.handle(req(Command.LABELS, "add woodpecker"))
+        await engine.handle(req(Command.LABELS, "add foghorn"))
+        listed = await engine.handle(req(Command.LABELS))
+        assert "woodpecker" in listed.text and "foghorn" in listed.text
+        reply = await engine.handle(req(Command.ADD, audio=(ref(sounds["click"]),)))
+        assert reply.added is not None and sorted(reply.added.tags) == ["foghorn", "woodpecker"]
+        assert "Tags: " in reply.text
+        row = await engine.store.get_sample(reply.added.sample_id)
+        assert row is not None and sorted(row.tags) == ["foghorn", "woodpecker"]
+        assert await engine.store.lexical(["s1"], "woodpecker", 5) == [reply.added.sample_id]
+        refused = await engine.handle(req(Command.LABELS, "remove foghorn"))
+        assert refused.kind == ReplyKind.ERROR
+        removed = await engine.handle(req(Command.LABELS, "remove foghorn", is_admin=True))
+        assert removed.kind == ReplyKind.TEXT and await engine.store.space_labels("s1") == ["woodpecker"]

@@ -50,14 +50,14 @@ async def test_shira_run_polls_and_answers(tmp_path: Path, tiny_model_dir: Path)
             "PYTHONPATH": str(ROOT),
         }
         env.pop("SHIRA_DISCORD_TOKEN", None)
-        # `python -m bot` is the `shira` console script (bot.cli:main) without needing an installed entry point
+        # `python -m bot run ...` is `shira run ...` (bot.cli:main) without needing an installed entry point
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "bot",
+            "run",
             "--config",
             str(config),
-            "run",
             cwd=ROOT,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,7 @@ def test_commands_with_a_sample_id(command: str) -> None:
     assert request_of(message(GROUP, ALICE, f"/{command} 12")).text == "12"
     assert request_of(message(GROUP, ALICE, f"/{command} #12")).text == "12"
     assert f"/{command} 12" in notice_of(message(GROUP, ALICE, f"/{command} twelve"))
+    assert f"/{command} 12" in notice_of(message(GROUP, ALICE, f"/{command} ²"))
 
 
 @pytest.mark.parametrize(
@@ -367,3 +369,9 @@ def test_any_results_fit_telegram_limits(hits: list[Hit], query_id: str, page: i
         for row in rendered.keyboard.inline_keyboard:
             for button in row:
                 assert len(str(button.callback_data).encode()) <= 64
+
+
+def test_long_plain_replies_are_clipped_without_breaking_entities() -> None:
+    rendered = render.render(Reply(ReplyKind.TEXT, "<>&" * 3000))
+    assert rendered.text is not None and len(rendered.text) <= render.MAX_TEXT
+    assert rendered.text.endswith("…") and re.search(r"&[a-z]*…$", rendered.text) is None

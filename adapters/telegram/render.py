@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from dataclasses import dataclass
 
 from telegram import (
@@ -72,6 +73,13 @@ def page_data(query_id: str, page: int) -> str | None:
 def escape(text: str) -> str:
     """Escape text for Telegram's HTML parse mode."""
     return html.escape(text, quote=False)
+
+
+def clip(escaped: str, limit: int = MAX_TEXT) -> str:
+    """Cut escaped text (no tags) to the limit without leaving half an entity such as "&am"."""
+    if len(escaped) <= limit:
+        return escaped
+    return re.sub(r"&[^;\s]*$", "", escaped[: limit - 1]) + "…"
 
 
 def _short(name: str) -> str:
@@ -202,7 +210,7 @@ def render(reply: Reply, username: str = "") -> Rendered:
     text = escape(reply.text) if reply.text else "Done."
     if reply.kind == ReplyKind.ERROR:
         text = "⚠️ " + text
-    return Rendered(text[:MAX_TEXT])
+    return Rendered(clip(text))
 
 
 def audio_caption(audio: AudioFile) -> str:

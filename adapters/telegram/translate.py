@@ -196,8 +196,17 @@ def translate(update: Update, ctx: BotContext, fetcher: Fetcher) -> Request | No
     return None
 
 
-def _command(message: Message, ctx: BotContext) -> tuple[str, str] | None:
-    """(name, argument text) when the message starts with a command for this bot."""
+@dataclass(frozen=True)
+class _Invocation:
+    """A command at the start of a message."""
+
+    name: str
+    args: str
+    target: str  # the bot named after '@', or ""
+
+
+def _command(message: Message) -> _Invocation | None:
+    """The command a message starts with, if any."""
     text = message.text or message.caption or ""
     entities = message.entities or message.caption_entities
     if not entities or entities[0].type != MessageEntity.BOT_COMMAND or entities[0].offset != 0:
@@ -205,9 +214,11 @@ def _command(message: Message, ctx: BotContext) -> tuple[str, str] | None:
     parsed = message.parse_entities() if message.text else message.parse_caption_entities()
     token = parsed[entities[0]]
     name, _, target = token[1:].partition("@")
-    if target and target.lower() != ctx.username.lower():
-        return ("", "")  # a command for another bot
-    return name.lower(), text[len(token) :].strip()
+    return _Invocation(name.lower(), text[len(token) :].strip(), target.lower())
+
+
+def _is_id(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def _mentions_bot(message: Message, ctx: BotContext) -> bool:
@@ -259,12 +270,11 @@ def translate_message(message: Message, ctx: BotContext, fetcher: Fetcher) -> Re
     here = attachment_of(message)
     replied = None if replies_to_bot else attachment_of(reply)
 
-    command = _command(message, ctx)
-    if command is not None:
-        name, args = command
-        if not name:
-            return None
-        return _translate_command(message, ctx, fetcher, name, args, here or replied, private)
+    invocation = _command(message)
+    if invocation is not None:
+        if invocation.target and invocation.target != ctx.username.lower():
+            return None  # a command for another bot
+        return _translate_command(message, ctx, fetcher, invocation, here or replied, private)
 
     text = (message.text or message.caption or "").strip()
     asking = bool(ASKING.search(text))
@@ -290,16 +300,15 @@ def _translate_command(
     message: Message,
     ctx: BotContext,
     fetcher: Fetcher,
-    name: str,
-    args: str,
+    invocation: _Invocation,
     attachment: Attachment | None,
     private: bool,
 ) -> Request | Notice | None:
-    command = COMMANDS.get(name)
+    args = invocation.args
+    command = COMMANDS.get(invocation.name)
     if command is None:
-        explicit = (message.text or message.caption or "").split(maxsplit=1)[0].count("@") > 0
-        if private or explicit:
-            return Notice(f"I don't know /{name}. Try /help to see what I can do.")
+        if private or invocation.target:
+            return Notice(f"I don't know /{invocation.name}. Try /help to see what I can do.")
         return None  # in a group, an unknown bare command is probably for another bot
     if command == Command.ADD:
         if attachment is None:
@@ -317,7 +326,7 @@ def _translate_command(
         return Notice(USAGE[Command.SEARCH])
     if command in (Command.REMOVE, Command.PLAY, Command.MORE):
         sample = args.lstrip("#").strip()
-        if not sample.isdigit():
+        if not _is_id(sample):
             return Notice(USAGE[command])
         return _request(message, ctx, command, sample)
     return _request(message, ctx, command, args)
@@ -338,9 +347,9 @@ def translate_callback(query: CallbackQuery, ctx: BotContext) -> Request | None:
     }
     if kind == "p":
         query_id, _, page = rest.rpartition(":")
-        if query_id and page.isdigit():
+        if query_id and _is_id(page):
             return Request(command=Command.PAGE, text=query_id, page=int(page), **base)  # type: ignore[arg-type]
-    elif kind in ("m", "a") and rest.isdigit():
+    elif kind in ("m", "a") and _is_id(rest):
         command = Command.MORE if kind == "m" else Command.PLAY
         return Request(command=command, text=rest, **base)  # type: ignore[arg-type]
     return None
