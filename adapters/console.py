@@ -33,15 +33,20 @@ _WITH_FILE = {"add": Command.ADD, "similar": Command.SIMILAR, "identify": Comman
 
 
 def file_ref(path: Path) -> AudioRef:
-    """An AudioRef that reads a local file when the core asks for it."""
+    """An AudioRef that reads a local file when the core asks for it (its size is declared up front)."""
 
     async def fetch() -> bytes:
+        if not path.is_file():  # a folder, /dev/zero or a pipe would never end or make no sense
+            raise BadAudio(f"{path} is not a file I can read.")
         try:
             return await asyncio.to_thread(path.read_bytes)
         except OSError as exc:
             raise BadAudio(f"Can't read {path}: {exc.strerror or exc}.") from exc
 
-    size = path.stat().st_size if path.is_file() else None
+    try:
+        size = path.stat().st_size if path.is_file() else None
+    except OSError:
+        size = None
     return AudioRef(filename=path.name, fetch=fetch, size=size)
 
 

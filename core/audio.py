@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import subprocess
 import tempfile
 import warnings
@@ -21,9 +22,13 @@ SAMPLE_RATE = 48_000
 MB = 1024 * 1024
 
 # ffmpeg stderr fragments mapped to the reason we give the user.
+_REFERS = "it refers to other files (playlists and references are not accepted)"
 _REASONS = (
     ("no decoder found", "it uses an audio codec I can't decode"),
-    ("not on whitelist", "it refers to other files (playlists and references are not accepted)"),
+    ("not on whitelist", _REFERS),
+    ("Unsafe file name", _REFERS),  # an ffconcat playlist naming an absolute path or a URL
+    ("Impossible to open", _REFERS),  # an ffconcat playlist naming a relative path
+    ("Not detecting m3u8/hls", _REFERS),  # an HLS playlist
     ("matches no streams", "it has no audio track"),
     ("does not contain any stream", "it has no audio track"),
     ("Output file #0 does not contain any stream", "it has no audio track"),
@@ -76,13 +81,19 @@ def check_declared(size: int | None, duration: float | None, limits: Limits) -> 
 
 
 def read_limited(path: Path, limits: Limits) -> bytes:
-    """Read a file whole after checking its size against the limit."""
+    """Read a regular file whole after checking its size against the limit, and never read past the limit
+    (a device such as /dev/zero or a pipe would otherwise be read forever)."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise BadAudio(f"Can't read {path.name}: it is not a regular file.")
+        check_declared(info.st_size, None, limits)
+        with path.open("rb") as fh:
+            data = fh.read(limits.max_bytes + 1)
     except OSError as exc:
         raise BadAudio(f"Can't read {path.name}: {exc.strerror or exc}.") from exc
-    check_declared(size, None, limits)
-    return path.read_bytes()
+    check_declared(len(data), None, limits)  # it grew while we looked
+    return data
 
 
 def _is_iso_bmff(data: bytes) -> bool:
@@ -127,19 +138,23 @@ def decode(data: bytes, limits: Limits) -> Audio:
         if tmp:
             os.unlink(tmp)
     stderr = proc.stderr.decode("utf-8", "replace")
-    usable = len(proc.stdout) // 4 * 4
-    samples = np.frombuffer(proc.stdout[:usable], dtype=np.float32)
-    if proc.returncode != 0 and samples.size == 0:
-        log.debug("ffmpeg failed (%s): %s", proc.returncode, stderr.strip()[-500:])
+    returncode, raw = proc.returncode, proc.stdout
+    del proc  # from here on, the raw output and at most one cleaned copy are alive (a long sound is ~115 MB)
+    count = len(raw) // 4
+    if returncode != 0 and count == 0:
+        log.debug("ffmpeg failed (%s): %s", returncode, stderr.strip()[-500:])
         raise BadAudio(f"I couldn't decode that file: {_reason(stderr)}.")
-    if samples.size == 0:
+    if count == 0:
         raise BadAudio("That file contains no audio.")
-    if samples.size > max_samples:
+    if count > max_samples:
         raise TooLong(f"That sound is longer than the {limits.max_seconds:.0f} s limit.")
-    if proc.returncode != 0:
-        log.info("ffmpeg reported errors but produced audio; keeping %.2f s", samples.size / SAMPLE_RATE)
-    samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0).clip(-1.0, 1.0)
-    return Audio(np.ascontiguousarray(samples, dtype=np.float32))
+    if returncode != 0:
+        log.info("ffmpeg reported errors but produced audio; keeping %.2f s", count / SAMPLE_RATE)
+    samples = np.frombuffer(raw, dtype=np.float32, count=count).copy()
+    del raw
+    np.clip(samples, -1.0, 1.0, out=samples)  # in place; infinities become +-1
+    samples[np.isnan(samples)] = 0.0
+    return Audio(samples)
 
 
 def _pydub():

@@ -24,7 +24,7 @@ class ModelConfig:
     id: str = DEFAULT_MODEL  # hub id or local directory
     device: str = "auto"  # auto, cpu, cuda, mps
     precision: str = "auto"  # auto (bf16 on CPUs with AMX, else fp32), fp32, bf16
-    quantize_text: bool = False  # int8 dynamic quantisation of the text tower (CPU)
+    quantize_text: bool = True  # int8 text tower (CPU), kept only if it stays >= 0.999 cosine to fp32
     fused_attention: bool = True  # one fused attention kernel per audio window block
     fast_features: bool = True  # log-mel features in torch, batched (same values as the numpy extractor)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
@@ -50,6 +50,8 @@ class IndexConfig:
 
     approximate_above: int = 50_000  # exact search up to this many samples, IVF beyond
     nprobe: int = 32
+    ivf_codec: str = "sq8"  # how IVF lists hold vectors: sq8 (8-bit, a quarter of the memory) or flat (float32)
+    blas_kernels: str = "auto"  # auto: AVX-512 kernels for faiss's bundled OpenBLAS where it would use SSE3
 
 
 @dataclass(frozen=True)

@@ -157,15 +157,12 @@ def _window_attention(self: Any, hidden_states: Any, attention_mask: Any = None,
         table = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = table.view(tokens, tokens, -1).permute(2, 0, 1).contiguous().to(query.dtype)
         self._shira_bias = bias
-    mask = bias.unsqueeze(0)
-    if attention_mask is not None:
-        windows_per_item = attention_mask.shape[0]
-        mask = bias.unsqueeze(0) + attention_mask.to(query.dtype).unsqueeze(1)  # (windows, heads, n, n)
-        query = query.reshape(batch // windows_per_item, windows_per_item, heads, tokens, size)
-        key = key.reshape(query.shape)
-        value = value.reshape(query.shape)
+    mask = bias.unsqueeze(0).expand(batch, -1, -1, -1)
+    if attention_mask is not None:  # shifted windows: (windows per clip, n, n), clips batch-major
+        shifted = bias.unsqueeze(0) + attention_mask.to(query.dtype).unsqueeze(1)
+        mask = shifted.repeat(batch // attention_mask.shape[0], 1, 1, 1)
     context = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask)
-    context = context.reshape(batch, heads, tokens, size).transpose(1, 2).reshape(batch, tokens, heads * size)
+    context = context.transpose(1, 2).reshape(batch, tokens, heads * size)
     return (context, None) if output_attentions else (context,)
 
 
@@ -189,6 +186,84 @@ def weights_fingerprint(model: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+class ClipCount:
+    """How many clips the audio batch being run holds (read by the per-clip linear layers)."""
+
+    def __init__(self) -> None:
+        self.clips = 1
+
+
+def use_per_clip_linears(modules: list[Any], count: ClipCount) -> int:
+    """Run each linear layer once per clip, so that a clip's vector never depends on its batch.
+
+    bf16 matrix kernels choose their blocking by row count, so the same rows can round differently in a bigger
+    batch; giving every call exactly one clip's rows keeps a file's vector the same alone or batched.
+    """
+    import torch
+
+    def forward(layer: Any, hidden: Any) -> Any:
+        n = count.clips
+        if hidden.shape[0] % n:
+            return torch.nn.functional.linear(hidden, layer.weight, layer.bias)
+        rows = hidden.reshape(n, -1, hidden.shape[-1])  # the audio tower keeps clips batch-major
+        out = rows.new_empty((n, rows.shape[1], layer.out_features))
+        weight = layer.weight.t()
+        for i in range(n):
+            if layer.bias is None:
+                torch.mm(rows[i], weight, out=out[i])
+            else:
+                torch.addmm(layer.bias, rows[i], weight, out=out[i])
+        return out.reshape(*hidden.shape[:-1], layer.out_features)
+
+    changed = 0
+    for tree in modules:
+        for module in tree.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.forward = types.MethodType(forward, module)
+                changed += 1
+    return changed
+
+
+# Texts that check int8 against fp32 on each checkpoint before it is kept.
+PROBE_TEXTS = (
+    "This is a sound of dog barking.",
+    "thunder and heavy rain",
+    "a dry kick drum",
+    "a man speaking on the phone",
+    "piano music in a large hall",
+    "glass breaking",
+    "an engine idling",
+    "This is a sound of birdsong.",
+)
+INT8_MIN_COSINE = 0.999
+
+
+def quantize_text_tower(model: Any, tokenizer: Any) -> bool:
+    """int8 dynamic quantisation of the text tower, kept only if every probe text stays >= 0.999 cosine to fp32."""
+    import torch
+
+    tokens = tokenizer(list(PROBE_TEXTS), padding=True, return_tensors="pt")
+    tokens = {k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+    with torch.inference_mode():
+        reference = normalize(pooled(model.get_text_features(**tokens)).float().numpy())
+    fp32 = model.text_model, model.text_projection
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
+        model.text_model = torch.ao.quantization.quantize_dynamic(fp32[0], {torch.nn.Linear}, dtype=torch.qint8)
+        model.text_projection = torch.ao.quantization.quantize_dynamic(fp32[1], {torch.nn.Linear}, dtype=torch.qint8)
+    with torch.inference_mode():
+        quantized = normalize(pooled(model.get_text_features(**tokens)).float().numpy())
+    worst = float(np.min(np.sum(reference * quantized, axis=1)))
+    if worst >= INT8_MIN_COSINE:
+        return True
+    log.warning("int8 text tower kept off: cosine to fp32 %.5f < %.3f on probe texts", worst, INT8_MIN_COSINE)
+    model.text_model, model.text_projection = fp32
+    return False
+
+
+# Where a running audio batch may pause for urgent work: before attention, the MLP and each patch merge.
+PAUSE_MODULES = ("ClapAudioAttention", "ClapAudioIntermediate", "ClapAudioPatchMerging")
+
 LOAD_HELP = (
     "How to fix it:\n"
     "  - if the model is already downloaded, run offline with HF_HUB_OFFLINE=1;\n"
@@ -211,6 +286,7 @@ class Embedder:
         precision: str,
         fingerprint: str | None = None,
         logit_scale: float | None = None,
+        clip_count: ClipCount | None = None,
     ) -> None:
         self.model = model
         self.processor = processor
@@ -226,9 +302,10 @@ class Embedder:
         self.mel = MelFeatures(extractor) if config.fast_features and MelFeatures.supports(extractor) else None
         self.checkpoint: Callable[[], None] | None = None  # set by the job queue: runs urgent work mid-batch
         self._in_checkpoint = False
+        self._clip_count = clip_count or ClipCount()
         self._audio_dtype = next(model.audio_model.parameters()).dtype
         for module in model.audio_model.modules():
-            if type(module).__name__ in ("ClapAudioLayer", "ClapAudioPatchMerging"):
+            if type(module).__name__ in PAUSE_MODULES:
                 module.register_forward_pre_hook(self._pause_point)
 
     @classmethod
@@ -261,22 +338,15 @@ class Embedder:
         logit_scale = float(model.logit_scale_a.detach().float().exp().item())
         if config.fused_attention:
             use_fused_attention(model.audio_model)
-        quantized = config.quantize_text and device == "cpu"
+        count = ClipCount()
+        quantized = config.quantize_text and device == "cpu" and quantize_text_tower(model, processor.tokenizer)
         if precision == "bf16":
             model.audio_model.to(torch.bfloat16)
             model.audio_projection.to(torch.bfloat16)
+            use_per_clip_linears([model.audio_model, model.audio_projection], count)
             if not quantized:
                 model.text_model.to(torch.bfloat16)
                 model.text_projection.to(torch.bfloat16)
-        if quantized:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
-                model.text_model = torch.ao.quantization.quantize_dynamic(
-                    model.text_model, {torch.nn.Linear}, dtype=torch.qint8
-                )
-                model.text_projection = torch.ao.quantization.quantize_dynamic(
-                    model.text_projection, {torch.nn.Linear}, dtype=torch.qint8
-                )
         log.info(
             "loaded %s on %s (%s, text int8: %s, fused attention: %s, torch mel: %s, threads: %d)",
             config.id,
@@ -287,7 +357,7 @@ class Embedder:
             config.fast_features,
             torch.get_num_threads(),
         )
-        return cls(model, processor, config, device, precision, fingerprint, logit_scale)
+        return cls(model, processor, config, device, precision, fingerprint, logit_scale, count)
 
     def _pause_point(self, *_: Any) -> None:
         """Between audio layers: let the queue run urgent work (never recursively)."""
@@ -315,8 +385,12 @@ class Embedder:
         size = max(1, self.config.batch_size)
         for i in range(0, len(clips), size):
             features = self.features(clips[i : i + size]).to(self.device, self._audio_dtype)
-            with torch.inference_mode():
-                vec = pooled(self.model.get_audio_features(input_features=features))
+            outer, self._clip_count.clips = self._clip_count.clips, len(features)
+            try:
+                with torch.inference_mode():
+                    vec = pooled(self.model.get_audio_features(input_features=features))
+            finally:
+                self._clip_count.clips = outer  # a nested (preempting) batch restores the outer one's count
             out.append(vec.float().cpu().numpy())
         return normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
 

@@ -6,9 +6,9 @@ import asyncio
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,7 @@ class Engine:
         self.labeler: Labeler | None = None
         self.limiter = RateLimiter(config.limits.requests_per_minute)
         self._mutate = asyncio.Lock()  # store commit + index update happen as one step
+        self._tasks: set[asyncio.Task[object]] = set()
         self._queries: OrderedDict[str, _Query] = OrderedDict()
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.add_limits = Limits(
@@ -103,15 +104,29 @@ class Engine:
                 embedder.logit_scale,
                 builtin_vocabulary(config.search.vocabulary),
             )
-            async with asyncio.TaskGroup() as tasks:
-                flusher = tasks.create_task(engine._flush_loop())
-                warmer = tasks.create_task(engine._warm()) if warm_labels else None
-                try:
-                    yield engine
-                finally:
-                    flusher.cancel()
-                    if warmer is not None:
-                        warmer.cancel()
+            engine.spawn(engine._flush_loop(), "index-flush")
+            if warm_labels:
+                engine.spawn(engine._warm(), "label-warm-up")
+            stack.push_async_callback(engine._stop_tasks)
+            yield engine
+
+    def spawn(self, coroutine: Coroutine[object, object, object], name: str) -> asyncio.Task[object]:
+        """Run a background task; its failure is logged by one handler instead of vanishing."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def _stop_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _warm(self) -> None:
         assert self.labeler is not None
@@ -149,7 +164,8 @@ class Engine:
         await asyncio.to_thread(self.indexes.rebuild, space, ids, vectors, revision)
 
     async def _ensure_index(self, space: str) -> None:
-        if self.indexes.get(space) is None:
+        """Make the space's index match the store, rebuilding it if another process changed the space."""
+        if self.indexes.revision(space) != await self.store.revision(space):
             await self._rebuild(space)
 
     async def _save_indexes(self) -> None:
@@ -236,7 +252,6 @@ class Engine:
             (label.label, label.score, True) for label in labels if label.score >= self.config.search.autotag_min_score
         )
         ext = safe_ext(filename)
-        await asyncio.to_thread(self.files.put, data, digest, ext)
         sample = NewSample(
             space=space,
             sha256=digest,
@@ -256,10 +271,15 @@ class Engine:
             existing = await self.store.find_by_sha(space, digest)  # a concurrent add of the same file won
             if existing is not None:
                 return Added(existing, name, audio.duration, duplicate=True)
+            # stored under the lock, so a removal elsewhere can't delete the file before this row commits
+            stored = await asyncio.to_thread(self.files.put, data, digest, ext)
+            sample = replace(sample, ext=stored.suffix)  # one file per hash, whatever each upload was called
             await self._ensure_index(space)
-            sample_id = await self.store.add_sample(sample)
-            self.indexes.add(space, sample_id, embedded.vector, await self.store.revision(space))
-            if self.indexes.needs_rebuild(space):
+            change = await self.store.add_sample(sample)
+            sample_id = change.sample_id
+            if not self.indexes.add(space, sample_id, embedded.vector, change.revision) or self.indexes.needs_rebuild(
+                space
+            ):
                 await self._rebuild(space)
         log.info("added #%d %r to %s (%.1f s)", sample_id, name, space, audio.duration)
         return Added(sample_id, name, audio.duration, tuple(t for t, _, _ in tags), near_duplicates=tuple(near))
@@ -268,6 +288,11 @@ class Engine:
         quota = self.config.limits.space_quota
         if quota and await self.store.count(space) >= quota:
             raise QuotaExceeded(f"This library is full ({quota} sounds). Remove some before adding more.")
+
+    def _check_room(self) -> None:
+        """A full model queue answers busy before anything is downloaded or decoded."""
+        if self._queue().depth >= self.config.queue.max_pending:
+            raise Busy("I'm busy right now; please try again in a moment.")
 
     async def _near_duplicates(self, space: str, vector: np.ndarray, platform: str) -> list[Hit]:
         await self._ensure_index(space)
@@ -286,13 +311,14 @@ class Engine:
         if row.uploader != user and not is_admin:
             raise NotAllowed(f"Only the person who added #{sample_id} or an admin can remove it.")
         async with self._mutate:
-            digest = await self.store.remove_sample(sample_id)
-            if digest is None:
-                raise NotFound(f"There is no sound #{sample_id} in this library.")
             await self._ensure_index(space)
-            self.indexes.remove(space, sample_id, await self.store.revision(space))
-            if not await self.store.sha_in_use(digest):
-                await asyncio.to_thread(self.files.delete, digest, row.ext)
+            change = await self.store.remove_sample(sample_id)
+            if change is None:
+                raise NotFound(f"There is no sound #{sample_id} in this library.")
+            if not self.indexes.remove(space, sample_id, change.revision):
+                await self._rebuild(space)
+            if not await self.store.sha_in_use(change.sha256):
+                await asyncio.to_thread(self.files.delete, change.sha256, row.ext)
         log.info("removed #%d from %s", sample_id, space)
         return row.name
 
@@ -449,7 +475,9 @@ class Engine:
         return await self.search_vector(spaces, await self.embed_text(text), text, k, page, platform)
 
     async def _query_audio(self, request: Request) -> Embedded:
-        return await self.embed_query(await self._fetch(self._one_audio(request, "search with"), self.query_limits))
+        ref = self._one_audio(request, "search with")
+        self._check_room()
+        return await self.embed_query(await self._fetch(ref, self.query_limits))
 
     async def _page(self, query: _Query, query_id: str, page: int, platform: str) -> Reply:
         hits, has_more = await self.search_vector(query.spaces, query.vector, query.text, query.k, page, platform)
@@ -504,7 +532,7 @@ class Engine:
 
     async def _on_page(self, request: Request) -> Reply:
         query = self._queries.get(request.text.strip())
-        if query is None:
+        if query is None or not set(query.spaces) <= set(self._spaces(request)):  # a query id from another space
             raise UserError("That search has expired; please run it again.")
         return await self._page(query, request.text.strip(), max(0, request.page), request.platform)
 
@@ -519,6 +547,7 @@ class Engine:
     async def _on_add(self, request: Request) -> Reply:
         ref = self._one_audio(request, "add it")
         await self._check_quota(request.space)  # before downloading anything
+        self._check_room()
         data = await self._fetch(ref, self.add_limits)
         result = await self.add(
             request.space,

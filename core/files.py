@@ -62,11 +62,18 @@ class FileStore:
             raise ValueError("bad content address")
         return self.root / sha256[:2] / f"{sha256}{ext}"
 
+    def find(self, sha256: str) -> Path | None:
+        """The stored file with this hash, whatever extension it was stored under."""
+        self.path(sha256, ".bin")  # validates the hash
+        return next(iter(sorted((self.root / sha256[:2]).glob(f"{sha256}.*"))), None)
+
     def put(self, data: bytes, sha256: str, ext: str) -> Path:
-        """Store bytes durably (write, fsync, rename); a no-op if already there."""
+        """Store bytes durably (write, fsync, rename); returns the path, which keeps the extension of any copy
+        already stored: one file per hash, so removing the last sample that uses it leaves nothing behind."""
         path = self.path(sha256, ext)
-        if path.exists():
-            return path
+        existing = path if path.exists() else self.find(sha256)
+        if existing is not None:
+            return existing
         path.parent.mkdir(parents=True, exist_ok=True)
         # unique per writer, so two concurrent puts of one file never share a half-written tmp;
         # the pid comes last so sweep_parts can tell whether the writer is still alive

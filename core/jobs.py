@@ -91,9 +91,12 @@ class JobQueue:
         self._batch_items = 0
         self._max_batch = 0
         self._latency: dict[str, deque[float]] = {p.name.lower(): deque(maxlen=2000) for p in Priority}
+        self._running: Priority | None = None  # priority of the batch the model is running (worker thread only)
 
     def start(self) -> None:
-        """Start the worker thread."""
+        """Start the worker thread (and let a model with pause points hand them to the queue)."""
+        if hasattr(self.model, "checkpoint"):
+            self.model.checkpoint = self._run_urgent
         self._thread = threading.Thread(target=self._run, name="shira-model", daemon=True)
         self._thread.start()
 
@@ -139,10 +142,17 @@ class JobQueue:
             await asyncio.sleep(0.02)
         return await future
 
-    def _take_batch(self) -> tuple[str, list[tuple[_Job, int, int]]] | None:
-        """Pop the best job and compatible followers: same kind and priority, up to one batch of items."""
+    def _take_batch(self, urgent_only: bool = False) -> tuple[str, list[tuple[_Job, int, int]]] | None:
+        """Pop the best job and compatible followers: same kind and priority, up to one batch of items.
+
+        With urgent_only (inside a running batch), return at once: an interactive batch, or None.
+        """
         with self._cond:
             while True:
+                if urgent_only:  # jobs of the running batch are in the heap: leave them be
+                    if not self._heap or self._heap[0].priority != Priority.INTERACTIVE:
+                        return None
+                    break
                 abandoned = [job for job in self._heap if job.future.cancelled()]
                 for job in abandoned:  # the caller gave up; don't spend the model on it
                     self._heap.remove(job)
@@ -171,17 +181,29 @@ class JobQueue:
             batch = self._take_batch()
             if batch is None:
                 return
-            kind, parts = batch
-            items = [item for job, lo, hi in parts for item in job.items[lo:hi]]
-            try:
-                if kind == "text":
-                    vectors = self.model.embed_texts(items)
-                else:
-                    vectors = self.model.embed_windows(items)
-                error: BaseException | None = None
-            except BaseException as exc:  # delivered to every caller in the batch
-                vectors, error = None, exc
-            self._finish(parts, vectors, error)
+            self._execute(*batch)
+
+    def _execute(self, kind: str, parts: list[tuple[_Job, int, int]]) -> None:
+        items = [item for job, lo, hi in parts for item in job.items[lo:hi]]
+        outer, self._running = self._running, Priority(parts[0][0].priority)
+        try:
+            if kind == "text":
+                vectors = self.model.embed_texts(items)
+            else:
+                vectors = self.model.embed_windows(items)
+            error: BaseException | None = None
+        except BaseException as exc:  # delivered to every caller in the batch
+            vectors, error = None, exc
+        finally:
+            self._running = outer
+        self._finish(parts, vectors, error)
+
+    def _run_urgent(self) -> None:
+        """Called by the model between layers of a batch: interactive jobs that arrived meanwhile run now."""
+        if self._running is None or self._running == Priority.INTERACTIVE:
+            return
+        while (batch := self._take_batch(urgent_only=True)) is not None:
+            self._execute(*batch)
 
     def _finish(
         self, parts: list[tuple[_Job, int, int]], vectors: np.ndarray | None, error: BaseException | None

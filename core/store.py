@@ -101,6 +101,15 @@ class SampleRow:
 
 
 @dataclass(frozen=True)
+class Change:
+    """A committed addition or removal, with the space revision it produced."""
+
+    sample_id: int
+    revision: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class NewSample:
     """Everything needed to store one addition in one transaction."""
 
@@ -153,8 +162,8 @@ class Store(Protocol):
     async def revision(self, space: str) -> int: ...
     async def count(self, space: str) -> int: ...
     async def stats(self, space: str) -> tuple[int, float, int]: ...
-    async def add_sample(self, sample: NewSample) -> int: ...
-    async def remove_sample(self, sample_id: int) -> str | None: ...
+    async def add_sample(self, sample: NewSample) -> Change: ...
+    async def remove_sample(self, sample_id: int) -> Change | None: ...
     async def find_by_sha(self, space: str, sha256: str) -> int | None: ...
     async def sha_in_use(self, sha256: str) -> bool: ...
     async def get_sample(self, sample_id: int) -> SampleRow | None: ...
@@ -249,7 +258,7 @@ class SqliteStore:
         rows = await (await self.db.execute("SELECT key FROM spaces ORDER BY id")).fetchall()
         return [r["key"] for r in rows]
 
-    async def add_sample(self, sample: NewSample) -> int:
+    async def add_sample(self, sample: NewSample) -> Change:
         """Insert a sample with its segments, tags and search text in one transaction."""
         space_id = await self._space_id(sample.space)
         async with self._transaction() as db:
@@ -287,8 +296,8 @@ class SqliteStore:
                 "INSERT INTO samples_fts (rowid, name, description, tags) VALUES (?, ?, ?, ?)",
                 (sample_id, fts_text(sample.name), sample.description, " ".join(t for t, _, _ in sample.tags)),
             )
-            await db.execute("UPDATE spaces SET revision = revision + 1 WHERE id = ?", (space_id,))
-        return sample_id
+            revision = await self._bump(db, space_id)
+        return Change(sample_id, revision, sample.sha256)
 
     async def find_by_sha(self, space: str, sha256: str) -> int | None:
         """The id of this exact file in this space, if stored."""
@@ -333,16 +342,23 @@ class SqliteStore:
         """One row, or None."""
         return (await self.get_samples([sample_id])).get(sample_id)
 
-    async def remove_sample(self, sample_id: int) -> str | None:
-        """Delete a sample and everything hanging off it; returns its sha256, or None if absent."""
+    async def remove_sample(self, sample_id: int) -> Change | None:
+        """Delete a sample and everything hanging off it; None if it was not there."""
         async with self._transaction() as db:
             row = await (await db.execute("SELECT sha256, space_id FROM samples WHERE id = ?", (sample_id,))).fetchone()
             if row is None:
                 return None
             await db.execute("DELETE FROM samples_fts WHERE rowid = ?", (sample_id,))
             await db.execute("DELETE FROM samples WHERE id = ?", (sample_id,))
-            await db.execute("UPDATE spaces SET revision = revision + 1 WHERE id = ?", (row["space_id"],))
-        return str(row["sha256"])
+            revision = await self._bump(db, row["space_id"])
+        return Change(sample_id, revision, str(row["sha256"]))
+
+    @staticmethod
+    async def _bump(db: aiosqlite.Connection, space_id: int) -> int:
+        """Increment a space's revision inside the current transaction and return the new value."""
+        await db.execute("UPDATE spaces SET revision = revision + 1 WHERE id = ?", (space_id,))
+        row = await (await db.execute("SELECT revision FROM spaces WHERE id = ?", (space_id,))).fetchone()
+        return int(row["revision"])  # type: ignore[index]
 
     async def sha_in_use(self, sha256: str) -> bool:
         """Whether any sample in any space still refers to this file."""

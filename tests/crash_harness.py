@@ -8,24 +8,100 @@ the library, and carries on with what is left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import random
 import re
+import resource
 import shlex
+import signal
+import subprocess
+import sys
 import time
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
-from tests.forkserver import ForkServer
+from tests.forkserver import ROOT
 from tests.library_checks import engine_problems, searchable_problems, store_problems
 
 SPACE = "lane"
 ADDED = re.compile(r"^Added #(\d+) (\S+) \(")
 ALREADY = re.compile(r"^Already in the library as #(\d+) \((.+)\)\.$")
 ENGINE_LOG_ADDED = re.compile(r"core\.engine: added #\d+")
+
+
+class Starter(Protocol):
+    """Starts, kills and waits for shira processes: the ForkServer, or Subprocesses."""
+
+    peak_rss_kb: int
+
+    def spawn(
+        self,
+        stdout: Path,
+        stderr: Path,
+        argv: list[str] | None = None,
+        stdin: Path | None = None,
+        call: str | None = None,
+        args: list[Any] | None = None,
+    ) -> int: ...
+    def running(self, pid: int) -> bool: ...
+    def wait(self, pid: int, timeout: float) -> int: ...
+    def kill(self, pid: int) -> int: ...
+
+
+class Subprocesses:
+    """The ForkServer's interface over plain `python -m bot` processes: slower to start, nothing shared."""
+
+    def __init__(self) -> None:
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.peak_rss_kb = 0
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+    def spawn(
+        self,
+        stdout: Path,
+        stderr: Path,
+        argv: list[str] | None = None,
+        stdin: Path | None = None,
+        call: str | None = None,
+        args: list[Any] | None = None,
+    ) -> int:
+        """Start a process; returns its pid."""
+        if call is not None:
+            module, _, name = call.partition(":")
+            code = f"import json, sys, {module} as m; sys.exit(m.{name}(*json.loads(sys.argv[1])))"
+            command = [sys.executable, "-c", code, json.dumps(args or [])]
+        else:
+            command = [sys.executable, "-m", "bot", *(argv or [])]
+        with open(stdin or os.devnull, "rb") as fin, open(stdout, "wb") as fout, open(stderr, "wb") as ferr:
+            proc = subprocess.Popen(command, cwd=ROOT, env=self.env, stdin=fin, stdout=fout, stderr=ferr)
+        self.procs[proc.pid] = proc
+        return proc.pid
+
+    def running(self, pid: int) -> bool:
+        """True while the process runs."""
+        return self.procs[pid].poll() is None
+
+    def wait(self, pid: int, timeout: float) -> int:
+        """Its exit code (negative: killed by that signal)."""
+        proc = self.procs.pop(pid)
+        code = proc.wait(timeout)
+        self.peak_rss_kb = max(self.peak_rss_kb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        return code
+
+    def kill(self, pid: int) -> int:
+        """SIGKILL it and return its exit code."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        return self.wait(pid, 30)
+
+    def close(self) -> None:
+        """Nothing to stop."""
 
 
 def make_sounds(directory: Path, count: int, seed: int, seconds: float = 0.3) -> list[Path]:
@@ -100,7 +176,7 @@ def verify(config_path: str, data_dir: str, space: str, final: bool) -> int:
 class Lane:
     """One data dir, one kind of run, one seeded RNG."""
 
-    server: ForkServer
+    server: Starter
     kind: str  # "index" or "console"
     root: Path
     sounds: list[Path]
@@ -112,6 +188,7 @@ class Lane:
     acked: dict[str, int] = field(default_factory=dict)  # file name -> sample id the run printed
     problems: list[str] = field(default_factory=list)
     verified: int = 0
+    stored: int = 0  # sounds in the library at the last check
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -150,7 +227,7 @@ class Lane:
                 deadline = time.monotonic() + 60
                 while not self._progressed(out, err) and self.server.running(pid) and time.monotonic() < deadline:
                     time.sleep(0.01)
-                time.sleep(self.rng.uniform(0.0, 1.0))  # somewhere in the middle of the additions
+                time.sleep(self.rng.uniform(0.0, 0.6))  # somewhere in the middle of the additions
             code = self.server.kill(pid)
             if code == -9:
                 self.kills += 1
@@ -179,7 +256,8 @@ class Lane:
         )
         code = self.server.wait(pid, 300)
         if code != 0:
-            self.problems.append(f"verify after run {self.cycles} exited {code}: {err.read_text(errors='replace')[-2000:]}")
+            detail = err.read_text(errors="replace")[-2000:]
+            self.problems.append(f"verify after run {self.cycles} exited {code}: {detail}")
             return {}
         report = json.loads(out.read_text(encoding="utf-8"))
         names: dict[str, int] = report["names"]
@@ -188,6 +266,7 @@ class Lane:
             if names.get(name) != sample_id:
                 self.problems.append(f"after run {self.cycles}: acknowledged {name} #{sample_id} is not stored as such")
         self.verified += 1
+        self.stored = len(names)
         return names
 
     def kill_cycles(self, kills: int, max_cycles: int) -> None:
@@ -210,5 +289,5 @@ class Lane:
             self.problems.append(f"never acknowledged: {sorted({p.name for p in self.sounds} - set(self.acked))}")
         names = self.verify(final=True)
         if sorted(names) != sorted(p.name for p in self.sounds):
-            self.problems.append(f"library holds {sorted(names)[:5]}... ({len(names)}), not the {len(self.sounds)} sounds")
+            self.problems.append(f"library holds {len(names)} sounds {sorted(names)[:5]}..., not {len(self.sounds)}")
         return names

@@ -2,13 +2,14 @@
 
 `python -m tests.forkserver` imports the heavy modules, prints "ready", then reads one JSON command per line:
 {"argv": [...], "stdin": path|null, "stdout": path, "stderr": path} runs `bot.cli.main(argv)` in a forked child,
-{"call": "module:function", "args": [...], ...} runs that function instead. It answers {"pid": n} for each start and
-{"exit": pid, "code": n} when a child ends (code -9 after SIGKILL). Each child is a real, separate process:
-SIGKILL stops it exactly as it would stop a `shira` started from a shell.
+{"call": "module:function", "args": [...], ...} runs that function instead. It answers {"pid": n} for each start
+and {"exit": pid, "code": n, "maxrss_kb": n} when a child ends (code -9 after SIGKILL). Each child is a real,
+separate process: SIGKILL stops it exactly as it would stop a `shira` started from a shell.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -47,9 +48,10 @@ def _child(command: dict[str, Any]) -> int:
     for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
         os.dup2(fd, target)
         os.close(fd)
-    sys.stdin = open(0, encoding="utf-8", closefd=False)  # the server's stdin buffer may hold later commands
-    sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", closefd=False)
+    # fresh stdio objects: the server's stdin buffer may hold later commands; these live until the child exits
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
     os.environ.update(command.get("env", {}))
     try:
         if "call" in command:
@@ -98,12 +100,13 @@ def serve() -> None:
                 out.flush()
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
-            out.write(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}) + "\n")
+            code = os.waitstatus_to_exitcode(status)
+            out.write(json.dumps({"exit": pid, "code": code, "maxrss_kb": usage.ru_maxrss}) + "\n")
             out.flush()
 
 
@@ -111,7 +114,9 @@ class ForkServer:
     """The test side: start the server once, then spawn, kill and wait for `shira` runs."""
 
     def __init__(self, env: dict[str, str] | None = None, ready_timeout: float = 180.0) -> None:
-        environ = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
+        # children run side by side on few cores: one thread each for torch's and faiss's OpenMP pools
+        defaults = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        environ = {**defaults, **os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
         environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environ.get("PYTHONPATH", "")]))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.forkserver"],
@@ -125,6 +130,7 @@ class ForkServer:
         self._lock = threading.Lock()
         self._started: queue.Queue[int] = queue.Queue()
         self._exits: dict[int, int] = {}
+        self.peak_rss_kb = 0  # the largest resident size any child reached
         self._exited = threading.Condition()
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -143,14 +149,22 @@ class ForkServer:
             else:
                 with self._exited:
                     self._exits[message["exit"]] = message["code"]
+                    self.peak_rss_kb = max(self.peak_rss_kb, message.get("maxrss_kb", 0))
                     self._exited.notify_all()
         with self._exited:
             self._exited.notify_all()
 
-    def spawn(self, stdout: Path, stderr: Path, argv: list[str] | None = None, stdin: Path | None = None,
-              call: str | None = None, args: list[Any] | None = None) -> int:
+    def spawn(
+        self,
+        stdout: Path,
+        stderr: Path,
+        argv: list[str] | None = None,
+        stdin: Path | None = None,
+        call: str | None = None,
+        args: list[Any] | None = None,
+    ) -> int:
         """Start `shira argv...` (or a function) in a fresh process; returns its pid."""
-        command: dict[str, Any] = {"stdout": str(stdout), "stderr": str(stderr), "stdin": str(stdin) if stdin else None}
+        command: dict[str, Any] = {"stdout": str(stdout), "stderr": str(stderr), "stdin": str(stdin or "") or None}
         if call is not None:
             command.update(call=call, args=args or [])
         else:
@@ -179,10 +193,8 @@ class ForkServer:
 
     def kill(self, pid: int) -> int:
         """SIGKILL a child and return its exit code (-9 if the kill landed, its own code if it had finished)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         return self.wait(pid, 30)
 
     def close(self) -> None:

@@ -39,7 +39,8 @@ async def test_console_session_in_process(engine: Engine, tmp_path: Path) -> Non
     b = encode(noise(1.0), tmp_path / "hiss.flac")
     c = encode(chirp(2.0), tmp_path / "sweep.ogg")
     lines = [f"/add {a} low hum", f"/add {b}", f"/add {c} rising sweep", f"/add {a}", "/search hum", "/next",
-             f"what sound is this {c}", "/play 1", "/stats", "/remove 2", "/nonsense", f"/add {tmp_path}/nope.wav"]
+             f"what sound is this {c}", "/play 1", "/stats", "/remove 2", "/nonsense", f"/add {tmp_path}/nope.wav",
+             "/add /dev/zero"]
     out = io.StringIO()
     console = ConsoleAdapter(engine, ConsoleConfig(space="c"), stdin=io.StringIO("\n".join(lines) + "\n"),
                              stdout=out, prompt=False)
@@ -54,7 +55,8 @@ async def test_console_session_in_process(engine: Engine, tmp_path: Path) -> Non
     assert replies[7].kind == ReplyKind.AUDIO and "file: " in text
     assert "3 sounds" in text and "Removed #2 hiss.flac." in text
     assert "Unknown command /nonsense" in text
-    assert replies[11].kind == ReplyKind.ERROR and "Can't read" in text
+    assert replies[11].kind == ReplyKind.ERROR and "nope.wav is not a file I can read" in text
+    assert replies[12].kind == ReplyKind.ERROR and "/dev/zero is not a file I can read" in text
     assert await engine.store.count("c") == 2
 
 

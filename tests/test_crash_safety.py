@@ -10,18 +10,22 @@ must then complete the rest.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from core.files import FileStore
 from tests.crash_harness import Lane, make_sounds, write_config
 from tests.forkserver import ForkServer
 
 SEED = 20240606
 KILLS_PER_LANE = 4
-SOUNDS_PER_LANE = 12
+SOUNDS_PER_LANE = 24
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +40,9 @@ def test_kills_never_lose_acknowledged_additions(server: ForkServer, tmp_path: P
     config = write_config(tmp_path / "shira.toml", tiny_model_dir)
     kinds = ["index", "console"] * 3
     lanes = [
-        Lane(server, kind, tmp_path / f"lane{i}-{kind}", make_sounds(tmp_path / f"sounds{i}", SOUNDS_PER_LANE, SEED + i),
-             config, seed=SEED + i)
+        Lane(server, kind, tmp_path / f"lane{i}-{kind}", sounds, config, seed=SEED + i)
         for i, kind in enumerate(kinds)
+        for sounds in [make_sounds(tmp_path / f"sounds{i}", SOUNDS_PER_LANE, SEED + i)]
     ]
 
     def drive(lane: Lane) -> Lane:
@@ -57,3 +61,16 @@ def test_kills_never_lose_acknowledged_additions(server: ForkServer, tmp_path: P
     assert all(lane.verified == lane.cycles for lane in done), summary
     console_acks = sum(len(lane.acked) for lane in done if lane.kind == "console")
     assert console_acks == kinds.count("console") * SOUNDS_PER_LANE, summary
+
+
+def test_half_written_files_of_dead_writers_are_swept(tmp_path: Path) -> None:
+    """A kill during a file write leaves a .part file; the next start removes it, unless its writer still runs."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    root = tmp_path / "files"
+    (root / "ab").mkdir(parents=True)
+    orphan = root / "ab" / f".{'ab' * 32}.wav.1a2b3c4d.{int(dead.stdout)}.part"
+    live = root / "ab" / f".{'ab' * 32}.wav.5e6f7a8b.{os.getpid()}.part"
+    for part in (orphan, live):
+        part.write_bytes(b"half")
+    FileStore(root)
+    assert not orphan.exists() and live.exists()

@@ -293,3 +293,19 @@ async def test_auto_tags_make_sounds_findable_by_words(
         assert refused.kind == ReplyKind.ERROR
         removed = await engine.handle(req(Command.LABELS, "remove foghorn", is_admin=True))
         assert removed.kind == ReplyKind.TEXT and await engine.store.space_labels("s1") == ["woodpecker"]
+
+
+async def test_two_processes_on_one_library_stay_in_step(config: Config, sounds: dict[str, Path]) -> None:
+    """Like `shira index` filling a library while `shira run` serves it: each sees the other's changes."""
+    async with Engine.open(config, warm_labels=False) as server, Engine.open(config, warm_labels=False) as importer:
+        mine = await server.add("lib", sounds["tone"].read_bytes(), "tone.wav")
+        theirs = await importer.add("lib", sounds["noise"].read_bytes(), "noise.mp3")
+        later = await server.add("lib", sounds["click"].read_bytes(), "click.wav")  # out of step: rebuilt
+        hits, _ = await server.search_text(("lib",), "noise", 10)
+        assert {h.sample_id for h in hits} == {mine.sample_id, theirs.sample_id, later.sample_id}
+        await importer.remove("lib", mine.sample_id, user="", is_admin=True)
+        hits, _ = await server.search_text(("lib",), "tone", 10)
+        assert {h.sample_id for h in hits} == {theirs.sample_id, later.sample_id}
+        assert len(server.indexes.get("lib")) == 2 and len(importer.indexes.get("lib")) == 2
+    async with Engine.open(config, warm_labels=False) as reopened:
+        assert len(reopened.indexes.get("lib")) == 2

@@ -52,7 +52,8 @@ def test_index_set_saves_and_detects_staleness(tmp_path: Path) -> None:
     ids = np.arange(1, 21)
     first = IndexSet(tmp_path, config)
     first.rebuild("space:1", ids, vectors, revision=20)
-    first.remove("space:1", 5, revision=21)
+    assert first.remove("space:1", 5, revision=21)
+    assert not first.remove("space:1", 6, revision=23)  # revision 22 came from another writer: out of step
     assert first.dirty() == ["space:1"]
     first.save("space:1")
     assert first.dirty() == []
@@ -70,5 +71,5 @@ def test_outgrowing_the_exact_index_asks_for_a_rebuild(tmp_path: Path) -> None:
     vectors = clustered(11)
     indexes.rebuild("s", np.arange(10), vectors[:10], revision=10)
     assert not indexes.needs_rebuild("s")
-    indexes.add("s", 10, vectors[10], revision=11)
+    assert indexes.add("s", 10, vectors[10], revision=11)
     assert indexes.needs_rebuild("s")

@@ -35,7 +35,7 @@ async def test_schema_is_migrated_and_wal(store: SqliteStore) -> None:
 
 async def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
     first = await SqliteStore.open(tmp_path / "s.db")
-    sample_id = await first.add_sample(sample("a", "1" * 64, "kick.wav"))
+    sample_id = (await first.add_sample(sample("a", "1" * 64, "kick.wav"))).sample_id
     await first.close()
     second = await SqliteStore.open(tmp_path / "s.db")
     row = await second.get_sample(sample_id)
@@ -45,7 +45,9 @@ async def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
 
 async def test_add_get_segments_vectors(store: SqliteStore) -> None:
     new = sample("a", "a" * 64, "kick.wav", description="deep kick")
-    sample_id = await store.add_sample(new)
+    change = await store.add_sample(new)
+    sample_id = change.sample_id
+    assert change.revision == 1 and change.sha256 == "a" * 64
     row = await store.get_sample(sample_id)
     assert row is not None and (row.space, row.sha256, row.description) == ("a", "a" * 64, "deep kick")
     segs = (await store.segments([sample_id]))[sample_id]
@@ -69,10 +71,11 @@ async def test_same_file_once_per_space(store: SqliteStore) -> None:
 
 
 async def test_remove_cascades_and_reports_sha_use(store: SqliteStore) -> None:
-    first = await store.add_sample(sample("a", "c" * 64, "x.wav"))
-    second = await store.add_sample(sample("b", "c" * 64, "x.wav"))
+    first = (await store.add_sample(sample("a", "c" * 64, "x.wav"))).sample_id
+    second = (await store.add_sample(sample("b", "c" * 64, "x.wav"))).sample_id
     before = await store.revision("a")
-    assert await store.remove_sample(first) == "c" * 64
+    removed = await store.remove_sample(first)
+    assert removed is not None and removed.sha256 == "c" * 64 and removed.revision == before + 1
     assert await store.revision("a") == before + 1
     assert await store.sha_in_use("c" * 64)  # still used by space b
     assert await store.segments([first]) == {}
@@ -85,9 +88,9 @@ async def test_remove_cascades_and_reports_sha_use(store: SqliteStore) -> None:
 
 
 async def test_lexical_search_over_names_descriptions_tags(store: SqliteStore) -> None:
-    thunder = await store.add_sample(sample("a", "d" * 64, "Thunder_Clap_01.wav"))
-    rain = await store.add_sample(sample("a", "e" * 64, "ambience.wav", description="heavy rain on a roof"))
-    tagged = await store.add_sample(sample("a", "f" * 64, "x.wav", tags=(("Dog", 0.9, True),)))
+    thunder = (await store.add_sample(sample("a", "d" * 64, "Thunder_Clap_01.wav"))).sample_id
+    rain = (await store.add_sample(sample("a", "e" * 64, "ambience.wav", description="heavy rain on a roof"))).sample_id
+    tagged = (await store.add_sample(sample("a", "f" * 64, "x.wav", tags=(("Dog", 0.9, True),)))).sample_id
     await store.add_sample(sample("other", "9" * 64, "thunder.wav"))
     assert await store.lexical(["a"], "thunder", 10) == [thunder]
     assert await store.lexical(["a"], "raining", 10) == [rain]  # porter stemming

@@ -1,0 +1,84 @@
+"""What machine the numbers come from, and process memory readings."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+from pathlib import Path
+
+INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
+    except OSError:
+        return model, flags
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+    return model, flags
+
+
+def ram_gib() -> float:
+    """Total memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def load_average() -> tuple[float, float, float]:
+    """1, 5 and 15 minute load averages."""
+    return os.getloadavg()
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _simd(faiss: object) -> str:
+    try:
+        return str(faiss.SIMDConfig.get_level_name())  # type: ignore[attr-defined]
+    except AttributeError:
+        return "unknown"
+
+
+def describe() -> dict[str, str]:
+    """Machine and library facts for the results table."""
+    import numpy
+    import torch
+    import transformers
+
+    from core.embedder import cpu_has_amx
+    from core.index import import_faiss
+
+    faiss = import_faiss()
+
+    model, flags = _cpuinfo()
+    return {
+        "CPU": model,
+        "cores (os.cpu_count)": str(os.cpu_count()),
+        "torch threads": str(torch.get_num_threads()),
+        "RAM": f"{ram_gib():.1f} GiB",
+        "CPU flags": ", ".join(f for f in INTERESTING_FLAGS if f in flags) or "none of " + ", ".join(INTERESTING_FLAGS),
+        "AMX bf16 detected": "yes" if cpu_has_amx() else "no",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "faiss": f"{faiss.__version__} (SIMD level {_simd(faiss)})",
+        "OPENBLAS_CORETYPE (faiss's OpenBLAS)": os.environ.get("OPENBLAS_CORETYPE", "unset"),
+        "numpy": numpy.__version__,
+        "kernel": platform.release(),
+    }

@@ -1,0 +1,332 @@
+"""RESULTS.md and the plot, from one run's measurements."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.indexing import BulkResult
+from bench.interactive import InteractiveResult
+from bench.variants import VARIANTS, Variant
+
+MB = 2**20
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything one `make bench` measured."""
+
+    command: str
+    started: float
+    seconds: float
+    quick: bool
+    model_label: str
+    machine: dict[str, str]
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+    files: int
+    variants: list[Variant]
+    bulk: BulkResult
+    interactive: InteractiveResult
+    startup: dict[str, Any]
+    scale: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table."""
+
+    figure: str
+    target: str
+    measured: str
+    met: bool | None  # None: reported only
+    note: str = ""
+
+
+def _met(ok: bool | None) -> str:
+    return "reported" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def _defaults(run: Run) -> Variant:
+    return next(v for v in run.variants if v.name.startswith("shira defaults"))
+
+
+def rows(run: Run) -> list[Row]:
+    """The issue's table, filled in."""
+    b, i, s = run.bulk, run.interactive, run.startup
+    defaults = _defaults(run)
+    out = []
+    ok = b.speedup >= 2.5 and b.cosine_min >= 0.999
+    out.append(
+        Row(
+            "Bulk indexing vs naive baseline",
+            ">= 2.5x files/s, cosine >= 0.999",
+            f"{b.shira_fps:.2f} vs {b.baseline_fps:.2f} files/s = **{b.speedup:.2f}x** "
+            f"(CPU-seconds per file: {b.cpu_speedup:.2f}x fewer); cosine min **{b.cosine_min:.5f}**, "
+            f"mean {b.cosine_mean:.6f}",
+            ok,
+            "" if ok else _bulk_note(run),
+        )
+    )
+    ok = i.text_idle.p50 <= 25
+    out.append(
+        Row(
+            "Text query, warm 10k library, hybrid on",
+            "p50 <= 25 ms, p95 reported",
+            f"p50 **{i.text_idle.p50:.1f} ms**, p95 {i.text_idle.p95:.1f} ms "
+            f"(n={len(i.text_idle.samples)}, every query new; a repeated query: p50 {i.text_cached.p50:.1f} ms)",
+            ok,
+            ""
+            if ok
+            else f"{i.text_idle.p50 / 25:.2f}x over. Embedding the query through the job queue alone takes "
+            f"p50 {i.text_embed.p50:.1f} ms here (RoBERTa-base, 12 layers; {defaults.text_ms:.0f} ms measured directly), "
+            f"and everything else (FAISS, SQLite FTS5 BM25, fusion, building the hits) p50 {i.text_cached.p50:.1f} ms "
+            "(a repeated query, whose vector is cached).",
+        )
+    )
+    ok = i.voice.p50 <= 250
+    out.append(
+        Row(
+            "Voice-note lookup: 5 s OGG/Opus -> decode, embed, search, labels",
+            "p50 <= 250 ms",
+            f"p50 **{i.voice.p50:.0f} ms**, p95 {i.voice.p95:.0f} ms (n={len(i.voice.samples)})",
+            ok,
+            ""
+            if ok
+            else f"{i.voice.p50 / 250:.2f}x over. One 10 s HTSAT window (a 5 s note is repeat-padded to 10 s) costs "
+            f"~{defaults.audio_ms_per_window:.0f} ms in the defaults' batched measurement; the audio tower is "
+            "~30 GFLOP per window whatever the clip length.",
+        )
+    )
+    ratio = i.text_loaded.p95 / i.text_idle.p95 if i.text_idle.p95 else float("nan")
+    ok = ratio <= 2
+    out.append(
+        Row(
+            "Text query under bulk import (p95 loaded / p95 idle)",
+            "ratio <= 2",
+            f"loaded p95 {i.text_loaded.p95:.1f} ms vs idle p95 {i.text_idle.p95:.1f} ms = **{ratio:.2f}x** "
+            f"(n={len(i.text_loaded.samples)}, loaded p50 {i.text_loaded.p50:.1f} ms, "
+            f"{i.bulk_files_during_load} files imported meanwhile)",
+            ok,
+            ""
+            if ok
+            else f"{ratio / 2:.2f}x over. Interactive jobs pre-empt a running audio batch at its next layer boundary, "
+            "but ffmpeg decodes and the import's own store writes share the same 2 cores.",
+        )
+    )
+    for entry in run.scale:
+        n = int(entry["n"])
+        big = n == 1_000_000
+        ok_scale = entry["p50_ms"] <= 5 and entry["recall10"] >= 0.95 and entry["rss_ratio"] <= 1.5
+        out.append(
+            Row(
+                f"Index scale, {n:,} clustered 512-d vectors ({entry['kind']})",
+                "p50 <= 5 ms, recall@10 >= 0.95, RSS <= 1.5x raw" if big else "reported (target is at 1M)",
+                f"p50 **{entry['p50_ms']:.2f} ms**, p95 {entry['p95_ms']:.2f} ms, recall@10 **{entry['recall10']:.3f}**, "
+                f"RSS {entry['index_rss_bytes'] / MB:.0f} MiB = **{entry['rss_ratio']:.2f}x** raw "
+                f"({entry['raw_bytes'] / MB:.0f} MiB); built in {entry['build_s']:.1f} s",
+                ok_scale if big else None,
+                "" if ok_scale or not big else "See the index notes below.",
+            )
+        )
+    if not any(int(e["n"]) == 1_000_000 for e in run.scale):
+        out.append(Row("Index scale at 1,000,000", "p50 <= 5 ms, recall >= 0.95, RSS <= 1.5x", "not run (--quick)", None))
+    ok = s["spawn_to_ready_s"] <= 6
+    out.append(
+        Row(
+            "Cold start to ready (new process, Engine.open, full-size model, 10k library)",
+            "<= 6 s; steady RSS reported",
+            f"**{s['spawn_to_ready_s']:.2f} s** (of which importing torch + transformers {s['imports_s']:.2f} s); "
+            f"first query answered at "
+            f"{s['first_query_s']:.2f} s; steady RSS **{s['steady_rss_bytes'] / MB:.0f} MiB**",
+            ok,
+            ""
+            if ok
+            else f"{s['spawn_to_ready_s'] / 6:.2f}x over: importing torch and transformers alone takes "
+            f"{s['imports_s']:.1f} s; the rest is reading the 776 MB checkpoint.",
+        )
+    )
+    return out
+
+
+def _bulk_note(run: Run) -> str:
+    b = run.bulk
+    parts = []
+    if b.speedup < 2.5:
+        parts.append(f"speed-up is {2.5 / b.speedup:.2f}x short of 2.5x")
+    if b.cosine_min < 0.999:
+        parts.append(f"cosine {b.cosine_min:.5f} < 0.999")
+    return "; ".join(parts) + ". See the optimisation table for where the time goes."
+
+
+def markdown(run: Run, png: str) -> str:
+    """The whole RESULTS.md."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started))
+    lines = [
+        "# shira benchmarks",
+        "",
+        f"Produced by **`{run.command}`** (`.venv/bin/python -m bench.run`) in **one run** on {when}, "
+        f"taking {run.seconds / 60:.1f} min. Every row below comes from that run.",
+        "",
+        f"Model: {run.model_label}. Corpus: Debian `hydrogen-drumkits`, {run.files} files"
+        + (" (a --quick subset)." if run.quick else " (byte-identical copies dropped)."),
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in run.machine.items()]
+    cores = float(run.machine.get("cores (os.cpu_count)", "1"))
+    busy = max(run.load_before[0], run.load_after[0]) > cores * 0.75
+    lines += [
+        f"| load average (1/5/15 min) before | {' / '.join(f'{x:.2f}' for x in run.load_before)} |",
+        f"| load average after | {' / '.join(f'{x:.2f}' for x in run.load_after)} |",
+        "",
+    ]
+    if busy:
+        lines += [
+            f"**The machine was contended**: other processes kept the load average near or above its {cores:.0f} "
+            "cores during the run, so absolute latencies here are pessimistic; the baseline and shira ran in the "
+            "same conditions, one after the other.",
+            "",
+        ]
+    lines += [
+        "## Results",
+        "",
+        "| figure | target | measured | status |",
+        "|---|---|---|---|",
+    ]
+    table = rows(run)
+    lines += [f"| {r.figure} | {r.target} | {r.measured} | {_met(r.met)} |" for r in table]
+    notes = [r for r in table if r.note]
+    if notes:
+        lines += ["", "### Where a target is not met", ""]
+        lines += [f"- **{r.figure}**: {r.note}" for r in notes]
+    b = run.bulk
+    lines += [
+        "",
+        f"![results]({png})",
+        "",
+        "## Bulk indexing in detail",
+        "",
+        f"- {b.files} files, {b.windows} windows of up to 10 s, {b.seconds_audio / 60:.1f} min of audio; "
+        f"{b.failed} failed to decode in shira.",
+        f"- The two sides alternate over {b.rounds} rounds of consecutive files (baseline, then shira, on the same "
+        "chunk), so both see the same machine load. CPU time counts this process and its ffmpeg children.",
+        f"- Baseline: {b.baseline_seconds:.1f} s ({b.baseline_cpu:.1f} CPU-s). Per file: ffmpeg decode to 48 kHz, `ClapProcessor(audio=...)`, "
+        "`ClapModel.get_audio_features` in fp32, one file at a time (files over 10 s cut into the same windows as "
+        "shira, so the vectors are comparable).",
+        f"- shira: {b.shira_seconds:.1f} s ({b.shira_cpu:.1f} CPU-s) through `core.importer.import_paths` (hash, de-duplicate, decode, embed, "
+        "zero-shot auto-tags, copy into the file store, SQLite, FAISS). The label vocabulary was embedded before "
+        f"timing ({b.label_warmup_seconds:.1f} s, once per model; cached in SQLite after that).",
+        f"- Vectors: cosine between shira's stored vector and the baseline's fp32 vector, min {b.cosine_min:.5f}, "
+        f"mean {b.cosine_mean:.6f}.",
+        "",
+        "## Optimisations, each measured on and off in this run",
+        "",
+        "Audio: a batch of corpus clips; text: one query at a time. Cosines are against the first row (transformers' "
+        "own fp32 code path). 'alone vs batch' is the cosine between a clip embedded alone and inside the batch.",
+        "",
+        "| configuration | model fields | audio ms/window | text ms/query | audio cosine min | text cosine min "
+        "| alone vs batch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in run.variants:
+        fields = ", ".join(f"{k}={val}" for k, val in VARIANTS[v.name].items()) or "(none: config defaults)"
+        lines.append(
+            f"| {v.name} | {fields} | {v.audio_ms_per_window:.0f} | {v.text_ms:.1f} | {v.audio_cosine_min:.6f} "
+            f"| {v.text_cosine_min:.6f} | {v.alone_vs_batch:.7f} |"
+        )
+    lines += ["", *OPTIMISATION_NOTES, "", "## Index notes", "", *INDEX_NOTES, ""]
+    return "\n".join(lines)
+
+
+OPTIMISATION_NOTES = [
+    "What the defaults are and why (all in `[model]` of the config):",
+    "",
+    "- `precision = \"auto\"`: bf16 weights when `/proc/cpuinfo` shows `amx_bf16`, else fp32. bf16 on AMX is the "
+    "largest single gain and keeps cosine to fp32 above 0.9999; without AMX, bf16 is not assumed to help.",
+    "- `fused_attention = true`: the audio tower's windowed attention runs as one `scaled_dot_product_attention` "
+    "call with the relative-position bias and shift mask folded into one additive mask (same maths).",
+    "- `fast_features = true`: the log-mel features are computed for the whole batch with one float64 `torch.stft` "
+    "instead of transformers' per-frame numpy loop (max difference ~1e-5 dB).",
+    "- In bf16, every linear layer of the audio tower runs once per clip, because bf16 kernels pick their blocking "
+    "by row count: this keeps a file's vector identical whether it is embedded alone or in a batch.",
+    "- Running audio batches pause at every attention, MLP and patch-merge boundary to serve interactive jobs "
+    "(text queries, voice notes) that arrived meanwhile, so a bulk import never holds a query for a whole batch.",
+    "- `quantize_text = true`: int8 dynamic quantisation of the text tower. A short text query is bound by reading "
+    "the tower's weights (85 M parameters), which int8 halves against bf16. It is kept only if, at load, 8 probe "
+    "texts stay at cosine >= 0.999 to the fp32 tower; otherwise shira logs a warning and uses bf16/fp32.",
+    "- `batch_size = 8`: in bf16 a batch costs about the same per window as single clips; batches still save "
+    "Python overhead, and pause points keep them from delaying interactive work.",
+    "- Text query vectors (per engine) and label-prompt vectors (in SQLite, per model) are cached; decoding "
+    "overlaps inference because the importer keeps 4 files in flight.",
+]
+
+INDEX_NOTES = [
+    "- Vectors: 512-d unit vectors from a mixture of n/1000 overlapping Gaussian clusters in a 32-d latent space, "
+    "mapped to 512-d by one random linear map with a shared offset, plus a little isotropic noise (mean cosine "
+    "between random pairs ~0.2, to the nearest neighbour ~0.8). Queries are fresh draws. Recall@10 is against exact "
+    "inner-product search over the same vectors.",
+    "- The index type is chosen by size (`[index] approximate_above`, default 50,000): exact flat search below, "
+    "IVF above with 4·sqrt(n) lists, `nprobe` 32 and, by default, 8-bit scalar-quantised lists (`ivf_codec = "
+    "\"sq8\"`: a quarter of the memory to hold and to scan; `\"flat\"` keeps float32). IVF training uses faiss's "
+    "bundled OpenBLAS, pointed at its AVX-512 kernels on CPUs it does not recognise (`blas_kernels = \"auto\"`).",
+    "- RSS is the process's resident-memory growth from before the vectors were made to after the index was built "
+    "and the source arrays freed, less the queries and the exact answers. Latency is one query at a time, k = 10.",
+]
+
+
+def plot(run: Run, path: Path) -> None:
+    """Three panels: bulk throughput, interactive latency against targets, index latency and recall by size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    b, i = run.bulk, run.interactive
+    ax = axes[0]
+    ax.bar(["naive baseline", "shira"], [b.baseline_fps, b.shira_fps], color=["#999999", "#2a7ab0"])
+    ax.axhline(2.5 * b.baseline_fps, color="#c0392b", linestyle="--", label="target: 2.5x baseline")
+    ax.set_ylabel("files / s")
+    ax.set_title(f"Bulk indexing ({b.files} drum samples): {b.speedup:.2f}x")
+    ax.legend(loc="upper left")
+    ax = axes[1]
+    names = ["text p50", "text p95", "text p95\nunder load", "voice note\np50"]
+    values = [i.text_idle.p50, i.text_idle.p95, i.text_loaded.p95, i.voice.p50]
+    targets = [25, None, 2 * i.text_idle.p95, 250]
+    bars = ax.bar(names, values, color="#2a7ab0")
+    for bar, target in zip(bars, targets, strict=True):
+        if target is not None:
+            x = bar.get_x()
+            ax.hlines(target, x, x + bar.get_width(), color="#c0392b", linestyle="--")
+    ax.set_yscale("log")
+    ax.set_ylabel("ms (log); dashed: target")
+    ax.set_title("Interactive latency, 10k library")
+    ax = axes[2]
+    ns = [e["n"] for e in run.scale]
+    ax.plot(ns, [e["p50_ms"] for e in run.scale], "o-", color="#2a7ab0", label="p50 ms")
+    ax.axhline(5, color="#c0392b", linestyle="--", label="5 ms target")
+    ax.set_xscale("log")
+    ax.set_xlabel("vectors")
+    ax.set_ylabel("query p50 (ms)")
+    twin = ax.twinx()
+    twin.plot(ns, [e["recall10"] for e in run.scale], "s--", color="#27ae60", label="recall@10")
+    twin.set_ylim(0.8, 1.01)
+    twin.set_ylabel("recall@10")
+    ax.set_title("Index scale")
+    ax.legend(loc="upper left")
+    twin.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def as_json(run: Run) -> dict[str, Any]:
+    """Raw figures for anyone who wants to re-plot."""
+    return dataclasses.asdict(run)

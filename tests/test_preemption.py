@@ -1,0 +1,112 @@
+"""Interactive jobs pre-empt a running audio batch at the model's pause points, with unchanged results."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable
+from pathlib import Path
+
+import numpy as np
+
+from core.config import ModelConfig
+from core.embedder import Embedder
+from core.jobs import JobQueue, Priority
+from tests.support.sounds import chirp, noise, tone
+
+
+class PausingModel:
+    """A fake model whose audio batches pass one pause point, held at a gate until the test says go."""
+
+    def __init__(self) -> None:
+        self.checkpoint = None
+        self.events: list[str] = []
+        self.reached = threading.Event()
+        self.gate = threading.Event()
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        self.events.append("text")
+        return np.array([[float(len(t)), 0.0] for t in texts], np.float32)
+
+    def embed_windows(self, clips: list[np.ndarray]) -> np.ndarray:
+        self.events.append("audio start")
+        self.reached.set()
+        self.gate.wait(5)
+        if self.checkpoint is not None:
+            self.checkpoint()
+        self.events.append("audio end")
+        return np.array([[float(c[0]), 1.0] for c in clips], np.float32)
+
+
+async def test_text_runs_inside_a_running_bulk_batch() -> None:
+    model = PausingModel()
+    queue = JobQueue(model, max_pending=8, text_batch=4, audio_batch=4)
+    queue.start()
+    try:
+        bulk = asyncio.create_task(queue.embed_clips([np.full(4, 7.0, np.float32)], Priority.BULK))
+        await asyncio.to_thread(model.reached.wait, 5)
+        text = asyncio.create_task(queue.embed_texts(["thunder"]))
+        await asyncio.sleep(0.05)  # the text job is queued while the audio batch is held
+        model.gate.set()
+        text_vectors, bulk_vectors = await asyncio.gather(text, bulk)
+    finally:
+        model.gate.set()
+        await queue.stop()
+    assert model.events == ["audio start", "text", "audio end"]
+    assert text_vectors.tolist() == [[7.0, 0.0]] and bulk_vectors.tolist() == [[7.0, 1.0]]
+
+
+async def test_nothing_pre_empts_an_interactive_batch() -> None:
+    model = PausingModel()
+    queue = JobQueue(model, max_pending=8, text_batch=4, audio_batch=4)
+    queue.start()
+    try:
+        query = asyncio.create_task(queue.embed_clips([np.full(4, 3.0, np.float32)], Priority.INTERACTIVE))
+        await asyncio.to_thread(model.reached.wait, 5)
+        text = asyncio.create_task(queue.embed_texts(["rain"]))
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await asyncio.gather(query, text)
+    finally:
+        model.gate.set()
+        await queue.stop()
+    assert model.events == ["audio start", "audio end", "text"]
+
+
+async def test_real_embedder_pauses_mid_batch_and_results_are_unchanged(tiny_model_dir: Path) -> None:
+    embedder = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", batch_size=4))
+    clips = [tone(2.0), noise(1.0), chirp(3.0)]
+    expected_audio = embedder.embed_windows(clips)
+    expected_text = embedder.embed_texts(["a dog barking"])
+    first_layer = next(m for m in embedder.model.audio_model.modules() if type(m).__name__ == "ClapAudioAttention")
+    reached, release = threading.Event(), threading.Event()
+
+    def hold(*_: object) -> None:
+        if not reached.is_set():
+            reached.set()
+            release.wait(5)
+
+    handle = first_layer.register_forward_pre_hook(hold)
+    order: list[str] = []
+    queue = JobQueue(embedder, max_pending=8, text_batch=4, audio_batch=4)
+    queue.start()
+    try:
+
+        async def tracked(name: str, job: Awaitable[np.ndarray]) -> np.ndarray:
+            result = await job
+            order.append(name)
+            return result
+
+        bulk = asyncio.create_task(tracked("bulk", queue.embed_clips(clips, Priority.BULK)))
+        await asyncio.to_thread(reached.wait, 5)
+        text = asyncio.create_task(tracked("text", queue.embed_texts(["a dog barking"])))
+        await asyncio.sleep(0.05)
+        release.set()
+        text_vectors, bulk_vectors = await asyncio.gather(text, bulk)
+    finally:
+        release.set()
+        handle.remove()
+        await queue.stop()
+    assert order == ["text", "bulk"]
+    assert np.allclose(text_vectors, expected_text, atol=1e-6)
+    assert np.allclose(bulk_vectors, expected_audio, atol=1e-6)
