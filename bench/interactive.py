@@ -15,7 +15,7 @@ import numpy as np
 from bench.indexing import LIMITS, bench_config
 from bench.scale import clustered
 from core.audio import SAMPLE_RATE, decode, ffmpeg_exe
-from core.messages import AudioRef, Command, Request, ReplyKind
+from core.messages import AudioRef, Command, ReplyKind, Request
 from core.store import NewSample, SqliteStore
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def voice_notes(files: list[Path], count: int, work: Path) -> list[bytes]:
         out = np.zeros(5 * SAMPLE_RATE, np.float32)
         at = 0
         for path in rng.choice(files, 6):
-            hit = decode(path.read_bytes(), LIMITS).samples[: SAMPLE_RATE]
+            hit = decode(path.read_bytes(), LIMITS).samples[:SAMPLE_RATE]
             end = min(len(out), at + len(hit))
             out[at:end] += hit[: end - at]
             at += int(rng.uniform(0.5, 0.9) * SAMPLE_RATE)

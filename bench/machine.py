@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import time
 from pathlib import Path
 
 INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
@@ -33,6 +34,35 @@ def ram_gib() -> float:
 def load_average() -> tuple[float, float, float]:
     """1, 5 and 15 minute load averages."""
     return os.getloadavg()
+
+
+def busy_cpu_seconds() -> float:
+    """CPU-seconds every process on the machine has used since boot (from /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU-seconds this process and its waited-for children have used."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class OtherLoad:
+    """How many cores other processes kept busy while the benchmark ran: machine busy time minus our own."""
+
+    def __init__(self) -> None:
+        self.start_wall = time.monotonic()
+        self.start_busy = busy_cpu_seconds()
+        self.start_own = own_cpu_seconds()
+
+    def cores(self) -> float:
+        """Average cores used by everything else since this object was made."""
+        wall = time.monotonic() - self.start_wall
+        others = (busy_cpu_seconds() - self.start_busy) - (own_cpu_seconds() - self.start_own)
+        return max(0.0, others / wall) if wall > 0 else 0.0
 
 
 def rss_bytes() -> int:

@@ -91,6 +91,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     started = time.time()
+    others = machine.OtherLoad()
     load_before = machine.load_average()
     facts = machine.describe()
     model, model_label = resolve(args.model)
@@ -110,6 +111,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     load_after = machine.load_average()
+    other_cores = others.cores()
     command = "make bench" + (" ARGS='" + " ".join(sys.argv[1:]) + "'" if sys.argv[1:] else "")
     run = report.Run(
         command=command,
@@ -120,6 +122,7 @@ def main() -> None:
         machine=facts,
         load_before=load_before,
         load_after=load_after,
+        other_cores=other_cores,
         files=len(files),
         variants=variants,
         bulk=results["bulk"],

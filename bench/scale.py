@@ -53,7 +53,10 @@ def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     best_ids = np.zeros((len(queries), k), np.int64)
     for lo in range(0, len(vectors), CHUNK):
         scores = queries @ vectors[lo : lo + CHUNK].T
-        top = np.argpartition(-scores, k, axis=1)[:, :k] if scores.shape[1] > k else np.tile(np.arange(scores.shape[1]), (len(queries), 1))
+        if scores.shape[1] > k:
+            top = np.argpartition(-scores, k, axis=1)[:, :k]
+        else:
+            top = np.tile(np.arange(scores.shape[1]), (len(queries), 1))
         cand_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, 1)], axis=1)
         cand_ids = np.concatenate([best_ids, top + lo], axis=1)
         order = np.argsort(-cand_scores, axis=1)[:, :k]

@@ -17,13 +17,13 @@ from pathlib import Path  # noqa: E402
 
 
 async def main(model: str, data_dir: Path) -> None:
+    import torch  # noqa: F401  (timed here only to report it; Engine.open would import them anyway)
+    from transformers import ClapModel, ClapProcessor  # noqa: F401
+
     from bench.indexing import bench_config
     from bench.interactive import LIBRARY
     from bench.machine import rss_bytes
     from core.engine import Engine
-
-    import torch  # noqa: F401  (timed here only to report it; Engine.open would import them anyway)
-    import transformers  # noqa: F401
 
     imported = time.perf_counter() - STARTED
     async with Engine.open(bench_config(data_dir, model)) as engine:

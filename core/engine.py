@@ -323,17 +323,27 @@ class Engine:
         return row.name
 
     async def search_vector(
-        self, spaces: tuple[str, ...], vector: np.ndarray, text: str, k: int, page: int, platform: str
+        self,
+        spaces: tuple[str, ...],
+        vector: np.ndarray,
+        text: str,
+        k: int,
+        page: int,
+        platform: str,
+        lexical: list[int] | None = None,
     ) -> tuple[list[Hit], bool]:
-        """One page of results for a query vector, fused with lexical matches when text is given."""
+        """One page of results for a query vector, fused with lexical matches when text is given.
+
+        lexical: the store's lexical ranking for text, if the caller already fetched it (see search_text).
+        """
         for space in spaces:
             await self._ensure_index(space)
-        want = (page + 1) * k + 1
-        pool = max(want, 50)
+        pool = _pool(k, page)
         candidates = vector_candidates(self.indexes, spaces, vector, pool)
         order = [i for i, _ in candidates]
         if text and self.config.search.hybrid:
-            lexical = await self.store.lexical(list(spaces), text, pool)
+            if lexical is None:
+                lexical = await self.store.lexical(list(spaces), text, pool)
             order = reciprocal_rank_fusion([order, lexical], self.config.search.rrf_k)
         chosen = order[page * k : (page + 1) * k]
         scores = dict(candidates)
@@ -471,16 +481,32 @@ class Engine:
     async def search_text(
         self, spaces: tuple[str, ...], text: str, k: int, page: int = 0, platform: str = ""
     ) -> tuple[list[Hit], bool]:
-        """One page of text-to-audio results."""
-        return await self.search_vector(spaces, await self.embed_text(text), text, k, page, platform)
+        """One page of text-to-audio results; the lexical lookup runs while the model embeds the text."""
+        vector, lexical = await self._embed_and_match(spaces, text, k, page)
+        return await self.search_vector(spaces, vector, text, k, page, platform, lexical)
+
+    async def _embed_and_match(
+        self, spaces: tuple[str, ...], text: str, k: int, page: int
+    ) -> tuple[np.ndarray, list[int] | None]:
+        """The text's vector and, in hybrid mode, its lexical ranking, fetched concurrently."""
+        if not self.config.search.hybrid:
+            return await self.embed_text(text), None
+        vector, lexical = await asyncio.gather(
+            self.embed_text(text), self.store.lexical(list(spaces), text, _pool(k, page))
+        )
+        return vector, lexical
 
     async def _query_audio(self, request: Request) -> Embedded:
         ref = self._one_audio(request, "search with")
         self._check_room()
         return await self.embed_query(await self._fetch(ref, self.query_limits))
 
-    async def _page(self, query: _Query, query_id: str, page: int, platform: str) -> Reply:
-        hits, has_more = await self.search_vector(query.spaces, query.vector, query.text, query.k, page, platform)
+    async def _page(
+        self, query: _Query, query_id: str, page: int, platform: str, lexical: list[int] | None = None
+    ) -> Reply:
+        hits, has_more = await self.search_vector(
+            query.spaces, query.vector, query.text, query.k, page, platform, lexical
+        )
         audio = await self._top_audio(hits, platform) if page == 0 else None
         return replies.results(query.title, hits, query_id, page, query.k, has_more, audio)
 
@@ -506,14 +532,10 @@ class Engine:
         text = " ".join(request.text.split())
         if not text:
             raise UserError("What should I look for? Try: /search thunder")
-        query = _Query(
-            self._spaces(request),
-            await self.embed_text(text[:500]),
-            text[:500],
-            self._k(request),
-            f'Results for "{text[:100]}":',
-        )
-        return await self._page(query, self._remember(query), request.page, request.platform)
+        spaces, k = self._spaces(request), self._k(request)
+        vector, lexical = await self._embed_and_match(spaces, text[:500], k, request.page)
+        query = _Query(spaces, vector, text[:500], k, f'Results for "{text[:100]}":')
+        return await self._page(query, self._remember(query), request.page, request.platform, lexical)
 
     async def _on_similar(self, request: Request) -> Reply:
         embedded = await self._query_audio(request)
@@ -592,6 +614,11 @@ class Engine:
             raise UserError("Use /labels, /labels add <label> or /labels remove <label>.")
         own = await self.store.space_labels(request.space)
         return replies.text("This library's labels: " + ", ".join(own) if own else "This library has no labels yet.")
+
+
+def _pool(k: int, page: int) -> int:
+    """How many candidates each ranking contributes to one page of results."""
+    return max((page + 1) * k + 1, 50)
 
 
 def parse_id(text: str) -> int:
