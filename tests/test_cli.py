@@ -98,8 +98,20 @@ def test_killed_index_run_resumes_without_loss_or_duplicates(tmp_path: Path, tin
         encode(tone(0.5 + (i % 5) * 0.3, 100 + 37 * i), folder / f"tone_{i:02d}.wav")
     data = tmp_path / "data"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "bot", "--data-dir", str(data), "--model", str(tiny_model_dir), "index", str(folder),
-           "--space", "k", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bot",
+        "--data-dir",
+        str(data),
+        "--model",
+        str(tiny_model_dir),
+        "index",
+        str(folder),
+        "--space",
+        "k",
+        "--json",
+    ]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     db = data / "shira.db"
     deadline = time.monotonic() + 120

@@ -46,8 +46,9 @@ def test_unknown_keys_and_bad_types_are_refused(tmp_path: Path) -> None:
 def test_secrets_and_overrides_from_the_environment(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[telegram]\nenabled = true\n[discord]\ndev_guild = 5\nwatch_channels = [1, 2]\n")
-    config = load_config(path, environ={"SHIRA_TELEGRAM_TOKEN": "123:abc", "SHIRA_DISCORD_TOKEN": "xyz",
-                                        "SHIRA_DATA_DIR": str(tmp_path)})
+    config = load_config(
+        path, environ={"SHIRA_TELEGRAM_TOKEN": "123:abc", "SHIRA_DISCORD_TOKEN": "xyz", "SHIRA_DATA_DIR": str(tmp_path)}
+    )
     assert config.telegram.token == "123:abc" and config.telegram.enabled
     assert config.discord.token == "xyz" and config.discord.watch_channels == (1, 2)
     assert config.data_dir == tmp_path

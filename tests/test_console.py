@@ -38,12 +38,25 @@ async def test_console_session_in_process(engine: Engine, tmp_path: Path) -> Non
     a = encode(tone(1.0, 300), tmp_path / "hum.wav")
     b = encode(noise(1.0), tmp_path / "hiss.flac")
     c = encode(chirp(2.0), tmp_path / "sweep.ogg")
-    lines = [f"/add {a} low hum", f"/add {b}", f"/add {c} rising sweep", f"/add {a}", "/search hum", "/next",
-             f"what sound is this {c}", "/play 1", "/stats", "/remove 2", "/nonsense", f"/add {tmp_path}/nope.wav",
-             "/add /dev/zero"]
+    lines = [
+        f"/add {a} low hum",
+        f"/add {b}",
+        f"/add {c} rising sweep",
+        f"/add {a}",
+        "/search hum",
+        "/next",
+        f"what sound is this {c}",
+        "/play 1",
+        "/stats",
+        "/remove 2",
+        "/nonsense",
+        f"/add {tmp_path}/nope.wav",
+        "/add /dev/zero",
+    ]
     out = io.StringIO()
-    console = ConsoleAdapter(engine, ConsoleConfig(space="c"), stdin=io.StringIO("\n".join(lines) + "\n"),
-                             stdout=out, prompt=False)
+    console = ConsoleAdapter(
+        engine, ConsoleConfig(space="c"), stdin=io.StringIO("\n".join(lines) + "\n"), stdout=out, prompt=False
+    )
     replies = []
     for line in lines:
         replies.append(await console.answer(line))
@@ -66,7 +79,12 @@ def test_shira_console_process(tmp_path: Path, tiny_model_dir: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "bot", "--data-dir", str(tmp_path / "d"), "--model", str(tiny_model_dir), "console"],
-        input=script, capture_output=True, text=True, env=env, timeout=240, cwd=ROOT,
+        input=script,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Added #1 beep.wav (1.0 s)." in proc.stdout

@@ -191,9 +191,7 @@ async def test_remove_permissions_and_file_lifetime(engine: Engine, sounds: dict
     assert await engine.store.get_sample(mine.sample_id) is None
     assert len(engine.indexes.get("s1")) == 0
     assert path.exists()  # still used by s2
-    admin = await engine.handle(
-        Request("test", "s2", "u3", Command.REMOVE, str(shared.sample_id), is_admin=True)
-    )
+    admin = await engine.handle(Request("test", "s2", "u3", Command.REMOVE, str(shared.sample_id), is_admin=True))
     assert admin.kind == ReplyKind.REMOVED and not path.exists()
 
 

@@ -19,6 +19,10 @@ def test_rrf_single_list_keeps_order() -> None:
 
 def test_best_window_picks_the_most_similar() -> None:
     q = np.array([1.0, 0.0], np.float32)
-    windows = [(0.0, 10.0, np.array([0.0, 1.0])), (10.0, 20.0, np.array([0.9, 0.1])), (15.0, 25.0, np.array([0.5, 0.5]))]
+    windows = [
+        (0.0, 10.0, np.array([0.0, 1.0])),
+        (10.0, 20.0, np.array([0.9, 0.1])),
+        (15.0, 25.0, np.array([0.5, 0.5])),
+    ]
     assert best_window(q, windows) == (10.0, 20.0)
     assert best_window(q, []) == (0.0, 0.0)

@@ -234,7 +234,7 @@ async def test_search_pages_and_buttons(bot: Running, library: Library) -> None:
     assert results.params["text"].startswith('<b>Results for "tone":</b> · page 1')
     rows = keyboard(results)
     assert [t for t, _ in rows[0]] == ["▶ 1", "▶ 2"] and [t for t, _ in rows[1]] == ["≈ 1", "≈ 2"]
-    (next_text, next_data), = rows[2]
+    ((next_text, next_data),) = rows[2]
     assert next_text == "Next »" and re.fullmatch(r"p:[0-9a-f]+:1", next_data)
     first_page = {int(d[2:]) for _, d in rows[0]}
 
@@ -446,7 +446,11 @@ async def test_global_library_is_searched_when_enabled(bot: Running, tmp_path: P
 
     async with FakeTelegram(token="222333:global-token") as fake:
         config = TelegramConfig(
-            enabled=True, token=fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url, global_library=True
+            enabled=True,
+            token=fake.token,
+            base_url=fake.base_url,
+            base_file_url=fake.base_file_url,
+            global_library=True,
         )
         adapter = TelegramAdapter(engine, config, poll_timeout=5)
         await adapter.start()
@@ -463,7 +467,9 @@ async def test_global_library_is_searched_when_enabled(bot: Running, tmp_path: P
             # Now that Telegram holds the file, inline mode can offer it in any chat.
             query_id = fake.push_inline(user(111, "Kim"), "rolling thunder")
             inline = await fake.wait_for("answerInlineQuery", lambda c: c.params["inline_query_id"] == query_id)
-            assert [(r["id"], r["voice_file_id"]) for r in inline.params["results"]] == [(str(added.sample_id), file_id)]
+            assert [(r["id"], r["voice_file_id"]) for r in inline.params["results"]] == [
+                (str(added.sample_id), file_id)
+            ]
         finally:
             await adapter.stop()
 
@@ -472,7 +478,9 @@ async def test_a_missing_or_wrong_token_fails_clearly(bot: Running) -> None:
     with pytest.raises(ConfigError, match="SHIRA_TELEGRAM_TOKEN"):
         create(bot.engine, TelegramConfig(enabled=True))
     async with FakeTelegram() as fake:
-        config = TelegramConfig(enabled=True, token="111:wrong", base_url=fake.base_url, base_file_url=fake.base_file_url)
+        config = TelegramConfig(
+            enabled=True, token="111:wrong", base_url=fake.base_url, base_file_url=fake.base_file_url
+        )
         adapter = create(bot.engine, config)
         with pytest.raises(ConfigError, match="rejected the bot token") as refused:
             await adapter.start()

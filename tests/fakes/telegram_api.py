@@ -7,9 +7,9 @@ import itertools
 import json
 import re
 import time
-from html.parser import HTMLParser
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import Any
 
 from aiohttp import web

@@ -58,7 +58,21 @@ def encode(samples: np.ndarray, path: Path, fmt: str | None = None, sr: int = SR
     """Encode mono float samples to path with the given format (default: from the suffix)."""
     fmt = fmt or path.suffix.lstrip(".")
     muxer = {"ogg": "ogg", "opus": "ogg", "m4a": "mp4"}.get(fmt, fmt)
-    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "f32le", "-ar", str(sr), "-ac", "1", "-i", "pipe:0"]
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "f32le",
+        "-ar",
+        str(sr),
+        "-ac",
+        "1",
+        "-i",
+        "pipe:0",
+    ]
     cmd += CODECS[fmt] + ["-f", muxer, str(path)]
     subprocess.run(cmd, input=np.asarray(samples, dtype=np.float32).tobytes(), check=True, capture_output=True)
     return path
