@@ -64,6 +64,7 @@ SLOW_COMMANDS = {
 }
 TOO_BIG = "Telegram only lets bots download files up to 20 MB. Send a shorter or compressed clip."
 
+
 class TelegramAdapter:
     """Runs a PTB Application inside the engine's lifespan: start() returns once polling, stop() undoes it."""
 

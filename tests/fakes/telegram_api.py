@@ -629,8 +629,24 @@ class _ApiError(Exception):
 
 
 HTML_TAGS = frozenset(
-    {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "span", "tg-spoiler",
-     "tg-emoji", "blockquote"}
+    {
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "a",
+        "code",
+        "pre",
+        "span",
+        "tg-spoiler",
+        "tg-emoji",
+        "blockquote",
+    }
 )
 
 
@@ -644,12 +660,12 @@ class _TelegramHTML(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag not in HTML_TAGS:
-            self.problem = self.problem or f"unsupported start tag \"{tag}\""
+            self.problem = self.problem or f'unsupported start tag "{tag}"'
         self.open.append(tag)
 
     def handle_endtag(self, tag: str) -> None:
         if not self.open or self.open.pop() != tag:
-            self.problem = self.problem or f"unmatched end tag \"{tag}\""
+            self.problem = self.problem or f'unmatched end tag "{tag}"'
 
 
 def _check_text(params: Json, key: str, limit: int) -> None:
