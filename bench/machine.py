@@ -91,8 +91,8 @@ def describe() -> dict[str, str]:
     import torch
     import transformers
 
-    from core.embedder import cpu_has_amx
     from core.index import import_faiss
+    from core.speedups import cpu_has_amx
 
     faiss = import_faiss()
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +14,7 @@ import numpy as np
 from core.audio import SAMPLE_RATE
 from core.config import ModelConfig
 from core.errors import ModelLoadError
+from core.speedups import ClipCount, MelFeatures, resolve_precision, use_fused_attention, use_per_clip_linears
 
 log = logging.getLogger(__name__)
 
@@ -57,125 +56,6 @@ def pooled(output: Any) -> Any:
     return getattr(output, "pooler_output", output)
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
-
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 matrix support (AMX or AVX512-BF16)."""
-    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
-
-
-def cpu_has_amx() -> bool:
-    """True when the CPU has AMX bf16 tiles, where bf16 inference is clearly faster than fp32."""
-    return "amx_bf16" in _cpu_flags()
-
-
-def resolve_precision(requested: str, device: str) -> str:
-    """fp32 or bf16: "auto" picks bf16 only on CPUs with AMX (checked, never assumed)."""
-    if requested == "auto":
-        return "bf16" if device == "cpu" and cpu_has_amx() else "fp32"
-    if requested == "bf16" and device == "cpu" and not cpu_has_bf16():
-        log.warning("bf16 requested but this CPU has no native bf16; using fp32")
-        return "fp32"
-    if requested not in ("fp32", "bf16"):
-        raise ModelLoadError(f"model.precision must be auto, fp32 or bf16, not {requested!r}")
-    return requested
-
-
-class MelFeatures:
-    """ClapFeatureExtractor's repeatpad log-mel (librosa/slaney filters) in torch, one batched STFT.
-
-    Matches the numpy extractor to ~1e-5 dB (float64 throughout) but runs the whole batch at once; it applies only
-    to clips no longer than the extractor's window, which is all the embedder ever passes.
-    """
-
-    def __init__(self, extractor: Any) -> None:
-        import torch
-
-        self.n_fft = int(extractor.fft_window_size)
-        self.hop = int(extractor.hop_length)
-        self.max_samples = int(extractor.nb_max_samples)
-        self.padding = extractor.padding
-        self.window = torch.hann_window(self.n_fft, periodic=True, dtype=torch.float64)
-        self.filters = torch.from_numpy(np.asarray(extractor.mel_filters_slaney, dtype=np.float64)).T.contiguous()
-
-    @staticmethod
-    def supports(extractor: Any) -> bool:
-        """True for the unfused CLAP checkpoints' settings, which this class reproduces."""
-        return (
-            getattr(extractor, "truncation", None) == "rand_trunc"
-            and getattr(extractor, "padding", None) in ("repeatpad", "repeat", "pad")
-            and getattr(extractor, "top_db", None) is None
-            and hasattr(extractor, "mel_filters_slaney")
-        )
-
-    def _pad(self, clip: np.ndarray) -> Any:
-        import torch
-
-        wave = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)).to(torch.float64)
-        n, size = self.max_samples, len(wave)
-        if 0 < size < n:
-            if self.padding == "repeat":
-                wave = wave.repeat(n // size + 1)[:n]
-            elif self.padding == "repeatpad":
-                wave = wave.repeat(n // size)
-        return torch.nn.functional.pad(wave, (0, n - len(wave)))
-
-    def __call__(self, clips: list[np.ndarray]) -> Any:
-        """(n, 1, frames, mel bins) float32 features, as the extractor's input_features."""
-        import torch
-
-        batch = torch.stack([self._pad(c) for c in clips])
-        spec = torch.stft(
-            batch, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect", return_complex=True
-        )
-        power = spec.real.square() + spec.imag.square()
-        mel = torch.matmul(self.filters, power).clamp_min(1e-10)
-        return (10.0 * torch.log10(mel)).transpose(1, 2).unsqueeze(1).to(torch.float32)
-
-
-def _window_attention(self: Any, hidden_states: Any, attention_mask: Any = None, output_attentions: Any = False) -> Any:
-    """ClapAudioSelfAttention.forward with one fused scaled_dot_product_attention call (bias + shift mask)."""
-    import torch
-
-    batch, tokens, _ = hidden_states.shape
-    heads, size = self.num_attention_heads, self.attention_head_size
-    shape = (batch, tokens, heads, size)
-    query = self.query(hidden_states).view(shape).transpose(1, 2)
-    key = self.key(hidden_states).view(shape).transpose(1, 2)
-    value = self.value(hidden_states).view(shape).transpose(1, 2)
-    bias = getattr(self, "_shira_bias", None)
-    if bias is None or bias.dtype != query.dtype:
-        table = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = table.view(tokens, tokens, -1).permute(2, 0, 1).contiguous().to(query.dtype)
-        self._shira_bias = bias
-    mask = bias.unsqueeze(0).expand(batch, -1, -1, -1)
-    if attention_mask is not None:  # shifted windows: (windows per clip, n, n), clips batch-major
-        shifted = bias.unsqueeze(0) + attention_mask.to(query.dtype).unsqueeze(1)
-        mask = shifted.repeat(batch // attention_mask.shape[0], 1, 1, 1)
-    context = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask)
-    context = context.transpose(1, 2).reshape(batch, tokens, heads * size)
-    return (context, None) if output_attentions else (context,)
-
-
-def use_fused_attention(audio_model: Any) -> int:
-    """Swap the audio tower's windowed attention for the fused kernel; returns how many modules changed."""
-    changed = 0
-    for module in audio_model.modules():
-        if type(module).__name__ == "ClapAudioSelfAttention":
-            module.forward = types.MethodType(_window_attention, module)
-            changed += 1
-    return changed
-
-
 def weights_fingerprint(model: Any) -> str:
     """A short id of these exact weights, for caches keyed by model."""
     digest = hashlib.sha1(model.config.to_json_string().encode())
@@ -184,44 +64,6 @@ def weights_fingerprint(model: Any) -> str:
         digest.update(name.encode())
         digest.update(np.float64(tensor.float().sum().item()).tobytes())
     return digest.hexdigest()[:16]
-
-
-class ClipCount:
-    """How many clips the audio batch being run holds (read by the per-clip linear layers)."""
-
-    def __init__(self) -> None:
-        self.clips = 1
-
-
-def use_per_clip_linears(modules: list[Any], count: ClipCount) -> int:
-    """Run each linear layer once per clip, so that a clip's vector never depends on its batch.
-
-    bf16 matrix kernels choose their blocking by row count, so the same rows can round differently in a bigger
-    batch; giving every call exactly one clip's rows keeps a file's vector the same alone or batched.
-    """
-    import torch
-
-    def forward(layer: Any, hidden: Any) -> Any:
-        n = count.clips
-        if hidden.shape[0] % n:
-            return torch.nn.functional.linear(hidden, layer.weight, layer.bias)
-        rows = hidden.reshape(n, -1, hidden.shape[-1])  # the audio tower keeps clips batch-major
-        out = rows.new_empty((n, rows.shape[1], layer.out_features))
-        weight = layer.weight.t()
-        for i in range(n):
-            if layer.bias is None:
-                torch.mm(rows[i], weight, out=out[i])
-            else:
-                torch.addmm(layer.bias, rows[i], weight, out=out[i])
-        return out.reshape(*hidden.shape[:-1], layer.out_features)
-
-    changed = 0
-    for tree in modules:
-        for module in tree.modules():
-            if isinstance(module, torch.nn.Linear):
-                module.forward = types.MethodType(forward, module)
-                changed += 1
-    return changed
 
 
 # Texts that check int8 against fp32 on each checkpoint before it is kept.

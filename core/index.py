@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.config import IndexConfig
+from core.speedups import cpu_flags
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +40,12 @@ def import_faiss(config: IndexConfig | None = None) -> Any:
     import counts, an OPENBLAS_CORETYPE already set is kept, and [index] blas_kernels = "default" turns this off.
     """
     if "faiss" not in sys.modules and (config is None or config.blas_kernels == "auto"):
-        flags = _cpu_flags()
+        flags = cpu_flags()
         if {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= flags:
             os.environ.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
     import faiss
 
     return faiss
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
-    except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
 
 
 def ivf_lists(n: int) -> int:
