@@ -5,34 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.fakes.discord_api import FakeDiscord, user_payload
-from tests.support.process import shira_run
-
-
-def write_config(path: Path, fake: FakeDiscord, data_dir: Path, model_dir: Path) -> Path:
-    """A TOML config that enables only the Discord adapter; the token comes from the environment."""
-    path.write_text(
-        f"""
-data_dir = "{data_dir.as_posix()}"
-log_level = "INFO"
-
-[model]
-id = "{model_dir.as_posix()}"
-precision = "fp32"
-
-[discord]
-enabled = true
-api_base_url = "{fake.api_base_url}"
-gateway_url = "{fake.gateway_url}"
-dev_guild = {fake.guild_id}
-""",
-        encoding="utf-8",
-    )
-    return path
+from tests.support.process import shira_run, write_config
 
 
 async def test_shira_run_connects_syncs_and_answers(tmp_path: Path, tiny_model_dir: Path) -> None:
     async with FakeDiscord(token="process-test-token-123") as fake:
-        config = write_config(tmp_path / "shira.toml", fake, tmp_path / "data", tiny_model_dir)
+        config = write_config(
+            tmp_path / "shira.toml",
+            tmp_path / "data",
+            tiny_model_dir,
+            "discord",
+            {"api_base_url": fake.api_base_url, "gateway_url": fake.gateway_url, "dev_guild": fake.guild_id},
+        )
         async with shira_run(config, {"SHIRA_DISCORD_TOKEN": fake.token}) as shira:
             await shira.reaches(fake.identified.wait(), "reached the gateway")
 

@@ -5,33 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.fakes.telegram_api import FakeTelegram, group_chat, user
-from tests.support.process import STARTUP_SECONDS, shira_run
-
-
-def write_config(path: Path, fake: FakeTelegram, data_dir: Path, model_dir: Path) -> Path:
-    """A TOML config that enables only Telegram; the token comes from SHIRA_TELEGRAM_TOKEN."""
-    path.write_text(
-        f"""
-data_dir = "{data_dir.as_posix()}"
-log_level = "INFO"
-
-[model]
-id = "{model_dir.as_posix()}"
-precision = "fp32"
-
-[telegram]
-enabled = true
-base_url = "{fake.base_url}"
-base_file_url = "{fake.base_file_url}"
-""",
-        encoding="utf-8",
-    )
-    return path
+from tests.support.process import STARTUP_SECONDS, shira_run, write_config
 
 
 async def test_shira_run_polls_and_answers(tmp_path: Path, tiny_model_dir: Path) -> None:
     async with FakeTelegram(token="987654:process-test-token") as fake:
-        config = write_config(tmp_path / "shira.toml", fake, tmp_path / "data", tiny_model_dir)
+        config = write_config(
+            tmp_path / "shira.toml",
+            tmp_path / "data",
+            tiny_model_dir,
+            "telegram",
+            {"base_url": fake.base_url, "base_file_url": fake.base_file_url},
+        )
         async with shira_run(config, {"SHIRA_TELEGRAM_TOKEN": fake.token}) as shira:
             await shira.reaches(fake.wait_for("getUpdates", timeout=STARTUP_SECONDS), "polled the fake Bot API")
             assert fake.calls_to("setMyCommands"), shira.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -13,6 +14,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 180.0
+
+
+def write_config(path: Path, data_dir: Path, model_dir: Path, platform: str, settings: dict[str, object]) -> Path:
+    """A TOML config that enables only one chat platform, with these settings; its token comes from the env."""
+    lines = [f"data_dir = {json.dumps(data_dir.as_posix())}", 'log_level = "INFO"', "", "[model]"]
+    lines += [f"id = {json.dumps(model_dir.as_posix())}", 'precision = "fp32"', "", f"[{platform}]", "enabled = true"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]  # JSON scalars are valid TOML
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 @dataclass
