@@ -25,11 +25,13 @@ class VectorIndex(Protocol):
     """Inner-product search over normalised vectors keyed by sample id."""
 
     kind: str
+    dim: int
 
     def __len__(self) -> int: ...
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]: ...
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
     def remove(self, ids: np.ndarray) -> None: ...
+    def save(self, path: Path) -> None: ...
 
 
 def import_faiss(config: IndexConfig | None = None) -> Any:
@@ -131,7 +133,7 @@ class FaissIndex:
 
 @dataclass
 class _Entry:
-    index: FaissIndex
+    index: VectorIndex
     revision: int
     trained_size: int
     dirty: bool = False
@@ -184,7 +186,7 @@ class IndexSet:
         self.entries[space] = _Entry(index, revision, len(ids), dirty=True)
         log.info("built %s index for %s with %d vectors", index.kind, space, len(ids))
 
-    def get(self, space: str) -> FaissIndex | None:
+    def get(self, space: str) -> VectorIndex | None:
         """The loaded index of a space, if any."""
         entry = self.entries.get(space)
         return entry.index if entry else None

@@ -365,11 +365,6 @@ class SqliteStore:
         row = await (await self.db.execute("SELECT 1 FROM samples WHERE sha256 = ? LIMIT 1", (sha256,))).fetchone()
         return row is not None
 
-    async def all_shas(self) -> set[str]:
-        """Every file hash any sample refers to."""
-        rows = await (await self.db.execute("SELECT DISTINCT sha256 FROM samples")).fetchall()
-        return {r["sha256"] for r in rows}
-
     async def vectors(self, space: str) -> tuple[np.ndarray, np.ndarray]:
         """All (ids, vectors) of a space, for building its index."""
         rows = await (
