@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import TextIO
 
 from core.config import ConsoleConfig
-from core.engine import Engine
-from core.errors import BadAudio
-from core.messages import AudioRef, Command, Reply, ReplyKind, Request
+from core.files import local_ref
+from core.messages import Command, Door, Reply, ReplyKind, Request
+from core.phrases import after_question
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "console"
-WHAT_IS_THIS = ("what sound is this", "what's this sound", "what is this sound", "what is this")
 _SIMPLE = {
     "search": Command.SEARCH,
     "remove": Command.REMOVE,
@@ -30,24 +29,6 @@ _SIMPLE = {
     "labels": Command.LABELS,
 }
 _WITH_FILE = {"add": Command.ADD, "similar": Command.SIMILAR, "identify": Command.IDENTIFY, "what": Command.IDENTIFY}
-
-
-def file_ref(path: Path) -> AudioRef:
-    """An AudioRef that reads a local file when the core asks for it (its size is declared up front)."""
-
-    async def fetch() -> bytes:
-        if not path.is_file():  # a folder, /dev/zero or a pipe would never end or make no sense
-            raise BadAudio(f"{path} is not a file I can read.")
-        try:
-            return await asyncio.to_thread(path.read_bytes)
-        except OSError as exc:
-            raise BadAudio(f"Can't read {path}: {exc.strerror or exc}.") from exc
-
-    try:
-        size = path.stat().st_size if path.is_file() else None
-    except OSError:
-        size = None
-    return AudioRef(filename=path.name, fetch=fetch, size=size)
 
 
 def parse_line(
@@ -64,13 +45,11 @@ def parse_line(
         "user_name": config.user,
         "is_admin": True,
     }
-    lowered = text.lower()
-    for phrase in WHAT_IS_THIS:
-        if lowered.startswith(phrase):
-            rest = text[len(phrase) :].strip(" ?:")
-            if not rest:
-                return "Usage: what sound is this PATH"
-            return Request(command=Command.IDENTIFY, audio=(file_ref(Path(_unquote(rest))),), **base)
+    rest = after_question(text)
+    if rest is not None:
+        if not rest:
+            return "Usage: what sound is this PATH"
+        return Request(command=Command.IDENTIFY, audio=(local_ref(Path(_unquote(rest)).expanduser()),), **base)
     if not text.startswith("/"):
         return Request(command=Command.SEARCH, text=text, **base)
     name, _, args = text[1:].partition(" ")
@@ -88,7 +67,7 @@ def parse_line(
             return f"Couldn't read that line: {exc}"
         if not parts:
             return f"Usage: /{name} PATH" + (" [description]" if name == "add" else "")
-        ref = file_ref(Path(parts[0]).expanduser())
+        ref = local_ref(Path(parts[0]).expanduser())
         return Request(command=_WITH_FILE[name], text=" ".join(parts[1:]), audio=(ref,), **base)
     return f"Unknown command /{name}. Type /help for the list."
 
@@ -116,13 +95,13 @@ class ConsoleAdapter:
 
     def __init__(
         self,
-        engine: Engine,
+        door: Door,
         config: ConsoleConfig,
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
         prompt: bool | None = None,
     ) -> None:
-        self.engine = engine
+        self.door = door
         self.config = config
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
@@ -174,7 +153,7 @@ class ConsoleAdapter:
         if isinstance(parsed, str):
             self._write(parsed)
             return None
-        reply = await self.engine.handle(parsed)
+        reply = await self.door.handle(parsed)
         if parsed.command == Command.PAGE and not reply.is_error:
             self._page = parsed.page
         elif reply.query_id:

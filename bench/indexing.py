@@ -118,9 +118,9 @@ async def bulk_indexing(model: str, files: list[Path], work: Path, rounds: int) 
     cpu = {"baseline": 0.0, "shira": 0.0}
     failed = 0
     async with Engine.open(bench_config(work / "bulk", model)) as engine:
-        assert engine.labeler is not None
+        assert engine.encoder.labeler is not None
         start = time.perf_counter()
-        await engine.labeler.warm()
+        await engine.encoder.labeler.warm()
         warm = time.perf_counter() - start
         for n, chunk in enumerate(rounds_of(files, rounds), start=1):
             start, used = time.perf_counter(), cpu_seconds()

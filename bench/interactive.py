@@ -139,7 +139,7 @@ async def text_queries(engine: object, texts: list[str], gap: float) -> list[flo
     """Time engine.search_text for each text, one after another with a pause between."""
     out = []
     for text in texts:
-        out.append(await timed(engine.search_text((LIBRARY,), text, 5)))  # type: ignore[attr-defined]
+        out.append(await timed(engine.searcher.search_text((LIBRARY,), text, 5)))  # type: ignore[attr-defined]
         await asyncio.sleep(gap)
     return out
 
@@ -158,15 +158,15 @@ async def interactive(
     texts = iter(query_texts())
     config = bench_config(data, model)
     async with Engine.open(config) as engine:
-        assert engine.labeler is not None and engine.queue is not None
-        await engine.labeler.warm()
+        assert engine.encoder.labeler is not None and engine.encoder.queue is not None
+        await engine.encoder.labeler.warm()
         await text_queries(engine, [next(texts) for _ in range(5)], 0.0)  # warm the model, index and database
         log.info("text queries, idle")
         idle = await text_queries(engine, [next(texts) for _ in range(n_text)], 0.05)
         repeat = "dry kick"
-        await engine.search_text((LIBRARY,), repeat, 5)
-        cached = [await timed(engine.search_text((LIBRARY,), repeat, 5)) for _ in range(20)]
-        embed_only = [await timed(engine.queue.embed_texts([next(texts)])) for _ in range(20)]
+        await engine.searcher.search_text((LIBRARY,), repeat, 5)
+        cached = [await timed(engine.searcher.search_text((LIBRARY,), repeat, 5)) for _ in range(20)]
+        embed_only = [await timed(engine.encoder.queue.embed_texts([next(texts)])) for _ in range(20)]
         log.info("voice-note lookups")
         voice = []
         for i, note in enumerate(notes):
@@ -193,7 +193,7 @@ async def interactive(
             loaded += await text_queries(engine, [next(texts)], 0.05)
         report = await bulk
         bulk_seconds = time.perf_counter() - start
-        stats = engine.queue.stats()
+        stats = engine.encoder.queue.stats()
     return InteractiveResult(
         text_idle=Latencies(tuple(idle)),
         text_cached=Latencies(tuple(cached)),

@@ -29,12 +29,12 @@ async def main(model: str, data_dir: Path) -> None:
     async with Engine.open(bench_config(data_dir, model)) as engine:
         ready = time.perf_counter() - STARTED
         print("READY", flush=True)
-        await engine.search_text((LIBRARY,), "first query after start", 5)
+        await engine.searcher.search_text((LIBRARY,), "first query after start", 5)
         first_query = time.perf_counter() - STARTED
-        assert engine.labeler is not None
-        await engine.labeler.warm()
+        assert engine.encoder.labeler is not None
+        await engine.encoder.labeler.warm()
         for text in ("deep kick", "bright crash", "closed hat", "wet snare", "metal bell"):
-            await engine.search_text((LIBRARY,), text, 5)
+            await engine.searcher.search_text((LIBRARY,), text, 5)
         steady = rss_bytes()
     print(
         json.dumps(

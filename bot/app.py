@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 from adapters.base import Adapter
 from core.config import Config
 from core.engine import Engine
+from core.messages import Door
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,10 @@ def enabled_adapters(config: Config) -> list[str]:
     return [name for name in CHAT_ADAPTERS if getattr(config, name).enabled]
 
 
-def create_adapter(name: str, engine: Engine, config: Config) -> Adapter:
-    """Import an adapter package lazily and hand it only its own config section."""
+def create_adapter(name: str, door: Door, config: Config) -> Adapter:
+    """Import an adapter package lazily and hand it the door and only its own config section."""
     module = importlib.import_module(f"adapters.{name}")
-    return module.create(engine, getattr(config, name))  # type: ignore[no-any-return]
+    return module.create(door, getattr(config, name), config.search.global_space)  # type: ignore[no-any-return]
 
 
 async def run_adapters(config: Config, stop: asyncio.Event | None = None) -> int:

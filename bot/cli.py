@@ -84,7 +84,7 @@ def emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
     print(json.dumps(payload, ensure_ascii=False) if getattr(args, "json", False) else text)
 
 
-def emit_hits(args: argparse.Namespace, hits: list[Hit]) -> None:
+def emit_hits(args: argparse.Namespace, hits: tuple[Hit, ...]) -> None:
     """Print results as JSON or numbered lines."""
     from core.replies import hit_line
 
@@ -92,37 +92,51 @@ def emit_hits(args: argparse.Namespace, hits: list[Hit]) -> None:
     emit(args, {"results": [hit_json(h) for h in hits]}, text)
 
 
+MODEL_FREE = frozenset({"stats", "remove"})  # never load the model (nor import torch)
+
+
 async def _run_command(args: argparse.Namespace, config: Config) -> int:
-    from core.audio import read_limited
     from core.engine import Engine
+    from core.files import local_ref
+    from core.messages import Command, Reply, Request
 
     space = args.space or config.console.space
-    k = max(1, min(getattr(args, "k", None) or config.search.k, config.search.max_k))
-    async with Engine.open(config, warm_labels=args.command == "console") as engine:
+
+    def request(command: Command, **fields: Any) -> Request:
+        return Request("cli", space, "cli", command, is_admin=True, **fields)
+
+    def check(reply: Reply) -> Reply:
+        if reply.is_error:
+            raise UserError(reply.text)
+        return reply
+
+    needs_model = args.command not in MODEL_FREE
+    async with Engine.open(config, model=needs_model, warm_labels=args.command == "console") as engine:
         if args.command == "index":
             from core.importer import import_paths
 
             report = await import_paths(engine, args.paths, space, args.description, progress=not args.json)
             emit(args, report.as_json(), report.summary())
         elif args.command == "search":
-            hits, _ = await engine.search_text((space,), " ".join(args.text), k, platform="cli")
-            emit_hits(args, hits)
+            reply = check(await engine.handle(request(Command.SEARCH, text=" ".join(args.text), k=args.k)))
+            emit_hits(args, reply.hits)
         elif args.command == "similar":
-            embedded = await engine.embed_query(read_limited(args.file, engine.query_limits))
-            hits, _ = await engine.search_vector((space,), embedded.vector, "", k, 0, "cli")
-            emit_hits(args, hits)
+            reply = check(await engine.handle(request(Command.SIMILAR, audio=(local_ref(args.file),), k=args.k)))
+            emit_hits(args, reply.hits)
         elif args.command == "labels":
-            embedded = await engine.embed_query(read_limited(args.file, engine.query_limits))
-            labels = await engine.labels(embedded.vector, space, args.k or config.search.labels)
+            reply = check(await engine.handle(request(Command.IDENTIFY, audio=(local_ref(args.file),), k=args.k)))
+            labels = reply.labels[: args.k or config.search.labels]
             payload = {"labels": [{"label": lb.label, "score": round(lb.score, 6)} for lb in labels]}
             emit(args, payload, "\n".join(f"{lb.score:6.1%}  {lb.label}" for lb in labels))
         elif args.command == "stats":
-            stats = await engine.space_stats(space)
-            payload = {**dataclasses.asdict(stats), "spaces": await engine.store.spaces()}
+            stats = check(await engine.handle(request(Command.STATS))).stats
+            spaces = check(await engine.handle(request(Command.SPACES))).spaces
+            assert stats is not None
+            payload = {**dataclasses.asdict(stats), "spaces": list(spaces)}
             emit(args, payload, f"{space}: {stats.samples} sounds, {stats.seconds / 60:.1f} minutes")
         elif args.command == "remove":
-            name = await engine.remove(space, args.id, user="", is_admin=True)
-            emit(args, {"removed": args.id, "name": name}, f"Removed #{args.id} {name}.")
+            reply = check(await engine.handle(request(Command.REMOVE, text=str(args.id))))
+            emit(args, {"removed": args.id, "name": reply.title}, reply.text)
         elif args.command == "console":
             from adapters.console import ConsoleAdapter
 

@@ -42,6 +42,7 @@ class AudioConfig:
     max_add_seconds: float = 600.0
     max_query_seconds: float = 60.0
     decode_timeout_seconds: float = 60.0
+    preview_cache_bytes: int = 512 * MB  # playable previews kept on disk; least recently used go first
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
+import stat
 import unicodedata
 from pathlib import Path
 
+from core.errors import BadAudio
+from core.messages import AudioRef
+
 _EXT = re.compile(r"^\.[a-z0-9]{1,8}$")
+
+# The one list of file name endings shira treats as sound (audio formats and the video containers it reads).
+AUDIO_SUFFIXES = frozenset(
+    ".wav .wave .flac .mp3 .ogg .oga .opus .m4a .aac .aif .aiff .aifc .wma .weba .webm .mka .mp4 .mov .mkv .caf "
+    ".au .snd .w64 .wv .ape .amr .3gp .mp2 .ac3 .spx .voc".split()
+)
+
+
+def is_audio_name(filename: str) -> bool:
+    """Whether a file name ends like a sound file."""
+    return os.path.splitext(filename.strip().lower())[1] in AUDIO_SUFFIXES
+
+
+def attachment_name(sample_id: int, name: str, suffix: str) -> str:
+    """A file name for sending a sample: its number and display name (letters of any script kept), one suffix."""
+    stem, ext = os.path.splitext(name)
+    if ext.lower() not in AUDIO_SUFFIXES:
+        stem = name
+    stem = re.sub(r"[^\w.-]+", "_", unicodedata.normalize("NFC", stem)).strip("._") or "sound"
+    return f"{sample_id}-{stem[:60]}{suffix}"
 
 
 def safe_ext(filename: str) -> str:
@@ -23,6 +48,33 @@ def display_name(filename: str, fallback: str = "sound") -> str:
     name = "".join(ch for ch in unicodedata.normalize("NFC", name) if unicodedata.category(ch)[0] != "C")
     name = " ".join(name.split()).strip(" .")
     return name[:120] or fallback
+
+
+def local_ref(path: Path) -> AudioRef:
+    """A local file as an attachment: its size is declared up front, and it is read only when needed,
+    never past that size (a device such as /dev/zero, a pipe or a folder is refused, not read forever)."""
+    try:
+        info = path.stat()
+        size: int | None = info.st_size if stat.S_ISREG(info.st_mode) else None
+    except OSError:
+        size = None
+
+    def read() -> bytes:
+        try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise BadAudio(f"{path} is not a file I can read: it is not a regular file.")
+            with path.open("rb") as fh:
+                return fh.read((info.st_size if size is None else size) + 1)  # never past the declared size
+        except FileNotFoundError as exc:
+            raise BadAudio(f"{path} is not a file I can read: there is no such file.") from exc
+        except OSError as exc:
+            raise BadAudio(f"Can't read {path}: {exc.strerror or exc}.") from exc
+
+    async def fetch() -> bytes:
+        return await asyncio.to_thread(read)
+
+    return AudioRef(filename=path.name, fetch=fetch, size=size, source=str(path))
 
 
 def _alive(pid: int) -> bool:
@@ -85,9 +137,10 @@ class FileStore:
         os.replace(tmp, path)
         return path
 
-    def delete(self, sha256: str, ext: str) -> None:
-        """Remove a file if present."""
-        self.path(sha256, ext).unlink(missing_ok=True)
+    def delete(self, sha256: str) -> None:
+        """Remove the file with this hash, whatever its extension, if present."""
+        while (path := self.find(sha256)) is not None:
+            path.unlink(missing_ok=True)
 
     def all(self) -> dict[str, Path]:
         """Every stored file by hash."""

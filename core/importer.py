@@ -1,4 +1,4 @@
-"""Bulk import: walk folders, skip what is stored, decode while the model works, report failures."""
+"""Bulk import through the door: walk folders, send each file as a bulk addition, report failures."""
 
 from __future__ import annotations
 
@@ -10,17 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.audio import read_limited
-from core.engine import Engine
-from core.errors import UserError
-from core.jobs import Priority
+from core.files import is_audio_name, local_ref
+from core.messages import Command, Door, ReplyKind, Request
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = frozenset(
-    ".wav .wave .flac .mp3 .ogg .oga .opus .m4a .aac .aif .aiff .aifc .wma .webm .mka .mp4 .mov .mkv .caf .au "
-    ".snd .w64 .wv .ape .amr .3gp .mp2 .ac3 .spx .voc".split()
-)
+IMPORTER = "import"  # the uploader recorded for bulk-imported samples
 CONCURRENCY = 4  # files in flight: decoding overlaps with the model, and windows batch together
 
 
@@ -53,16 +48,16 @@ def walk(paths: Iterable[Path]) -> Iterator[Path]:
         if path.is_dir():
             for child in sorted(path.rglob("*")):
                 hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
-                if child.is_file() and not hidden and child.suffix.lower() in AUDIO_SUFFIXES:
+                if child.is_file() and not hidden and is_audio_name(child.name):
                     yield child
         else:
             yield path
 
 
 async def import_paths(
-    engine: Engine, paths: Iterable[Path], space: str, description: str = "", progress: bool = False
+    door: Door, paths: Iterable[Path], space: str, description: str = "", progress: bool = False
 ) -> ImportReport:
-    """Import every file under paths into space; safe to interrupt and re-run."""
+    """Import every file under paths into space; safe to interrupt and re-run (stored files are skipped)."""
     files = list(walk(paths))
     report = ImportReport()
     bar = _progress_bar(len(files)) if progress else None
@@ -70,24 +65,18 @@ async def import_paths(
 
     async def worker() -> None:
         for path in pending:
-            try:
-                data = await asyncio.to_thread(read_limited, path, engine.add_limits)
-                result = await engine.add(
-                    space,
-                    data,
-                    path.name,
-                    uploader="import",
-                    description=description,
-                    source=str(path),
-                    priority=Priority.BULK,
-                )
-                if result.duplicate:
+            request = Request(
+                "cli", space, IMPORTER, Command.ADD, text=description, audio=(local_ref(path),), bulk=True
+            )
+            reply = await door.handle(request)
+            if reply.kind is ReplyKind.ADDED and reply.added is not None:
+                if reply.added.duplicate:
                     report.duplicates += 1
                 else:
                     report.added += 1
-            except UserError as exc:
-                report.failed.append((str(path), str(exc)))
-                log.info("skipped %s: %s", path, exc)
+            else:
+                report.failed.append((str(path), reply.text))
+                log.info("skipped %s: %s", path, reply.text)
             if bar is not None:
                 bar.update(1)
 
@@ -98,7 +87,6 @@ async def import_paths(
     finally:
         if bar is not None:
             bar.close()
-        await engine.flush()
     return report
 
 

@@ -186,6 +186,10 @@ class IndexSet:
         self.entries[space] = _Entry(index, revision, len(ids), dirty=True)
         log.info("built %s index for %s with %d vectors", index.kind, space, len(ids))
 
+    def forget(self, space: str) -> None:
+        """Drop a space's in-memory index, so the next use rebuilds it from the store."""
+        self.entries.pop(space, None)
+
     def get(self, space: str) -> VectorIndex | None:
         """The loaded index of a space, if any."""
         entry = self.entries.get(space)

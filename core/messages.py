@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 
 class Command(StrEnum):
@@ -23,6 +24,8 @@ class Command(StrEnum):
     MORE = "more"  # "more like this": text is a sample id
     PLAY = "play"  # text is a sample id; the reply carries it as audio
     LABELS = "labels"  # text "add X" / "remove X" / "" manages the space's own labels
+    REMEMBER = "remember"  # text is a sample id; file_id is the platform's reusable handle for it
+    SPACES = "spaces"  # the operator's list of every library (the CLI only)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class AudioRef:
     duration: float | None = None  # as declared by the platform (voice notes), checked before download
     mime: str | None = None
     platform_file_id: str | None = None  # reusable handle, such as a Telegram file_id
+    source: str = ""  # where it came from, kept with the sample (a bulk import's path)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,10 @@ class Request:
     k: int | None = None
     page: int = 0
     extra_spaces: tuple[str, ...] = ()  # searched as well, e.g. ("global",)
+    upload_limit: int = 0  # bytes of playable audio the platform takes; 0: the reply needs no preview file
+    fresh_upload: bool = False  # the platform refused its stored handle: prepare a preview anyway
+    file_id: str = ""  # with Command.REMEMBER
+    bulk: bool = False  # an addition that may wait behind interactive work (bulk import)
 
 
 class ReplyKind(StrEnum):
@@ -103,6 +111,8 @@ class AudioFile:
     path: Path  # the original, content-addressed file
     duration: float
     platform_file_id: str | None = None  # for the requesting platform, when known
+    preview: Path | None = None  # a ready OGG/Opus preview within the request's upload_limit
+    filename: str = ""  # what to call the preview when sending it, e.g. "12-thunder.ogg"
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,7 @@ class Reply:
 
     kind: ReplyKind
     text: str  # a plain-text rendering, complete enough for the console
+    title: str = ""  # the heading of results ('Results for "rain"'), or the removed sample's name
     hits: tuple[Hit, ...] = ()
     labels: tuple[Label, ...] = ()
     added: Added | None = None
@@ -144,8 +155,17 @@ class Reply:
     offset: int = 0  # rank of hits[0] minus one (page * page size), for numbering
     has_more: bool = False
     error_id: str | None = None
+    spaces: tuple[str, ...] = ()  # with Command.SPACES
 
     @property
     def is_error(self) -> bool:
         """True for replies that report a failure."""
         return self.kind in (ReplyKind.ERROR, ReplyKind.BUSY)
+
+
+class Door(Protocol):
+    """The one entry point of the core: adapters and the CLI send a request and get a reply, nothing else."""
+
+    async def handle(self, request: Request) -> Reply:
+        """Answer one request."""
+        ...

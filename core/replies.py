@@ -38,16 +38,17 @@ def label_line(label: Label) -> str:
 def results(
     title: str, hits: list[Hit], query_id: str, page: int, k: int, has_more: bool, audio: AudioFile | None
 ) -> Reply:
-    """A page of search results."""
+    """A page of search results, numbered on from earlier pages."""
     if not hits:
-        text = f"{title}\nNo sounds found." if page == 0 else f"{title}\nNo more results."
+        text = f"{title}:\nNo sounds found." if page == 0 else f"{title}:\nNo more results."
     else:
         lines = [hit_line(page * k + i + 1, h) for i, h in enumerate(hits)]
         more = f"\n(page {page + 1}; more available)" if has_more else ""
-        text = f"{title}\n" + "\n".join(lines) + more
+        text = f"{title}:\n" + "\n".join(lines) + more
     return Reply(
         ReplyKind.RESULTS,
         text,
+        title=title,
         hits=tuple(hits),
         query_id=query_id,
         page=page,
@@ -67,6 +68,7 @@ def identify(labels: list[Label], hits: list[Hit], query_id: str, has_more: bool
     return Reply(
         ReplyKind.IDENTIFY,
         "\n".join(parts),
+        title="This sounds like",
         labels=tuple(labels),
         hits=tuple(hits),
         query_id=query_id,

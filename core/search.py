@@ -1,12 +1,21 @@
-"""Ranking: vector search across spaces, lexical fusion, best-matching windows."""
+"""Search and ranking: vector search across spaces, lexical fusion, best-matching windows."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.index import IndexSet
+from core.messages import Hit
+
+if TYPE_CHECKING:
+    from core.config import SearchConfig
+    from core.encoder import Encoder
+    from core.library import Library
+    from core.store import Store
 
 
 def vector_candidates(indexes: IndexSet, spaces: Sequence[str], query: np.ndarray, n: int) -> list[tuple[int, float]]:
@@ -38,3 +47,109 @@ def best_window(query: np.ndarray, windows: list[tuple[float, float, np.ndarray]
     scores = [float(np.dot(vector, query)) for _, _, vector in windows]
     start, end, _ = windows[int(np.argmax(scores))]
     return start, end
+
+
+def pool_size(k: int, page: int) -> int:
+    """How many candidates each ranking contributes to one page of results."""
+    return max((page + 1) * k + 1, 50)
+
+
+class Searcher:
+    """Reads a library: vector and hybrid search, with hits carrying their best window and platform handle."""
+
+    def __init__(self, store: Store, library: Library, encoder: Encoder, config: SearchConfig) -> None:
+        self.store = store
+        self.library = library
+        self.encoder = encoder
+        self.config = config
+
+    async def search_vector(
+        self,
+        spaces: tuple[str, ...],
+        vector: np.ndarray,
+        text: str,
+        k: int,
+        page: int,
+        platform: str,
+        lexical: list[int] | None = None,
+        exclude: int | None = None,
+    ) -> tuple[list[Hit], bool]:
+        """One page of results for a query vector, fused with lexical matches when text is given.
+
+        lexical: the store's lexical ranking for text, if the caller already fetched it (see search_text).
+        exclude: a sample left out of the results ("more like this" one).
+        """
+        for space in spaces:
+            await self.library.ensure_index(space)
+        pool = pool_size(k, page) + (exclude is not None)
+        candidates = vector_candidates(self.library.indexes, spaces, vector, pool)
+        order = [i for i, _ in candidates]
+        if text and self.config.hybrid:
+            if lexical is None:
+                lexical = await self.store.lexical(list(spaces), text, pool)
+            order = reciprocal_rank_fusion([order, lexical], self.config.rrf_k)
+        order = [i for i in order if i != exclude]
+        chosen = order[page * k : (page + 1) * k]
+        scores = dict(candidates)
+        missing = [i for i in chosen if i not in scores]
+        for sample_id, stored in (await self.store.sample_vectors(missing)).items():
+            scores[sample_id] = float(np.dot(stored, vector))
+        hits = await self.hits([(i, scores[i]) for i in chosen if i in scores], vector, platform)
+        return hits, len(order) > (page + 1) * k
+
+    async def search_text(
+        self, spaces: tuple[str, ...], text: str, k: int, page: int = 0, platform: str = ""
+    ) -> tuple[list[Hit], bool]:
+        """One page of text-to-audio results; the lexical lookup runs while the model embeds the text."""
+        vector, lexical = await self.embed_and_match(spaces, text, k, page)
+        return await self.search_vector(spaces, vector, text, k, page, platform, lexical)
+
+    async def embed_and_match(
+        self, spaces: tuple[str, ...], text: str, k: int, page: int
+    ) -> tuple[np.ndarray, list[int] | None]:
+        """The text's vector and, in hybrid mode, its lexical ranking, fetched concurrently."""
+        if not self.config.hybrid:
+            return await self.encoder.embed_text(text), None
+        vector, lexical = await asyncio.gather(
+            self.encoder.embed_text(text), self.store.lexical(list(spaces), text, pool_size(k, page))
+        )
+        return vector, lexical
+
+    async def near_duplicates(self, space: str, vector: np.ndarray, platform: str) -> list[Hit]:
+        """Stored sounds whose vectors are nearly the same as this one."""
+        await self.library.ensure_index(space)
+        found = [
+            (i, s)
+            for i, s in vector_candidates(self.library.indexes, [space], vector, 3)
+            if s >= self.config.near_duplicate
+        ]
+        return await self.hits(found, vector, platform)
+
+    async def hits(self, found: list[tuple[int, float]], query: np.ndarray, platform: str) -> list[Hit]:
+        """Hits for (id, score) pairs, skipping samples removed since the index was searched."""
+        ids = [i for i, _ in found]
+        rows = await self.store.get_samples(ids)
+        windows = await self.store.segments(ids)
+        file_ids = await self.store.file_ids(ids, platform)
+        hits = []
+        for sample_id, score in found:
+            row = rows.get(sample_id)
+            if row is None:
+                continue
+            start, end = best_window(query, windows.get(sample_id, []))
+            hits.append(
+                Hit(
+                    sample_id=sample_id,
+                    name=row.name,
+                    score=score,
+                    start=start,
+                    end=end,
+                    duration=row.duration,
+                    space=row.space,
+                    tags=row.tags,
+                    description=row.description,
+                    uploader=row.uploader,
+                    platform_file_id=file_ids.get(sample_id),
+                )
+            )
+        return hits

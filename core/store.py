@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +81,30 @@ MIGRATIONS: tuple[str, ...] = (
         name, description, tags, tokenize = 'porter unicode61 remove_diacritics 2'
     );
     """,
+    # v2: sample ids are never reused (AUTOINCREMENT); the table is rebuilt with foreign keys off (see _migrate).
+    """
+    CREATE TABLE samples_v2 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        space_id INTEGER NOT NULL REFERENCES spaces(id) ON DELETE CASCADE,
+        sha256 TEXT NOT NULL,
+        ext TEXT NOT NULL,
+        name TEXT NOT NULL,
+        uploader TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        duration REAL NOT NULL,
+        created_at REAL NOT NULL,
+        source TEXT NOT NULL DEFAULT '',
+        embedding BLOB NOT NULL,
+        UNIQUE (space_id, sha256)
+    );
+    INSERT INTO samples_v2 SELECT * FROM samples;
+    DROP TABLE samples;
+    ALTER TABLE samples_v2 RENAME TO samples;
+    CREATE INDEX samples_sha ON samples(sha256);
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'samples', max(coalesce((SELECT max(id) FROM samples), 0),
+                              coalesce((SELECT max(rowid) FROM samples_fts), 0));
+    """,
 )
 
 
@@ -107,6 +131,7 @@ class Change:
     sample_id: int
     revision: int
     sha256: str
+    duplicate: bool = False  # an addition that found this exact file already stored (by another writer)
 
 
 @dataclass(frozen=True)
@@ -162,10 +187,14 @@ class Store(Protocol):
     async def revision(self, space: str) -> int: ...
     async def count(self, space: str) -> int: ...
     async def stats(self, space: str) -> tuple[int, float, int]: ...
-    async def add_sample(self, sample: NewSample) -> Change: ...
+    async def add_sample(
+        self, sample: NewSample, prepare: Callable[[NewSample], Awaitable[NewSample]] | None = None
+    ) -> Change: ...
     async def remove_sample(self, sample_id: int) -> Change | None: ...
+    async def sweep(self, shas: Iterable[str], delete: Callable[[set[str]], Awaitable[None]]) -> set[str]: ...
     async def find_by_sha(self, space: str, sha256: str) -> int | None: ...
     async def sha_in_use(self, sha256: str) -> bool: ...
+    async def snapshot(self, space: str) -> tuple[int, np.ndarray, np.ndarray]: ...
     async def get_sample(self, sample_id: int) -> SampleRow | None: ...
     async def get_samples(self, ids: list[int]) -> dict[int, SampleRow]: ...
     async def vectors(self, space: str) -> tuple[np.ndarray, np.ndarray]: ...
@@ -226,12 +255,20 @@ class SqliteStore:
         (version,) = await (await self.db.execute("PRAGMA user_version")).fetchone()  # type: ignore[misc]
         if version > len(MIGRATIONS):
             raise RuntimeError(f"{self.path} has schema v{version}, newer than this shira (v{len(MIGRATIONS)})")
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            log.info("migrating %s to schema v%d", self.path, number)
-            async with self._transaction() as db:
-                for statement in (s for s in script.split(";") if s.strip()):
-                    await db.execute(statement)
-                await db.execute(f"PRAGMA user_version={number}")
+        # Foreign keys are off while migrating, as SQLite's table-rebuild procedure asks: dropping a parent table
+        # would otherwise cascade into its children. The check below proves nothing was left dangling.
+        await self.db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                log.info("migrating %s to schema v%d", self.path, number)
+                async with self._transaction() as db:
+                    for statement in (s for s in script.split(";") if s.strip()):
+                        await db.execute(statement)
+                    if await (await db.execute("PRAGMA foreign_key_check")).fetchone() is not None:
+                        raise RuntimeError(f"migrating {self.path} to v{number} left rows without their parents")
+                    await db.execute(f"PRAGMA user_version={number}")
+        finally:
+            await self.db.execute("PRAGMA foreign_keys=ON")
 
     async def schema_version(self) -> int:
         """The database's schema version."""
@@ -258,10 +295,26 @@ class SqliteStore:
         rows = await (await self.db.execute("SELECT key FROM spaces ORDER BY id")).fetchall()
         return [r["key"] for r in rows]
 
-    async def add_sample(self, sample: NewSample) -> Change:
-        """Insert a sample with its segments, tags and search text in one transaction."""
+    async def add_sample(
+        self, sample: NewSample, prepare: Callable[[NewSample], Awaitable[NewSample]] | None = None
+    ) -> Change:
+        """Insert a sample with its segments, tags and search text in one transaction.
+
+        prepare runs once the write lock is held, before the row is written, and returns the row to write (the
+        library stores the file there), so a sweep, which takes the same lock, never sees a file whose row is
+        about to be committed. If this exact file is already in the space (another process added it), nothing
+        is written.
+        """
         space_id = await self._space_id(sample.space)
         async with self._transaction() as db:
+            row = await (
+                await db.execute("SELECT id FROM samples WHERE space_id = ? AND sha256 = ?", (space_id, sample.sha256))
+            ).fetchone()
+            if row is not None:
+                revision = await self._revision_of(db, space_id)
+                return Change(int(row["id"]), revision, sample.sha256, duplicate=True)
+            if prepare is not None:
+                sample = await prepare(sample)
             cursor = await db.execute(
                 "INSERT INTO samples (space_id, sha256, ext, name, uploader, description, duration, created_at,"
                 " source, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -353,12 +406,48 @@ class SqliteStore:
             revision = await self._bump(db, row["space_id"])
         return Change(sample_id, revision, str(row["sha256"]))
 
+    async def sweep(self, shas: Iterable[str], delete: Callable[[set[str]], Awaitable[None]]) -> set[str]:
+        """Call delete with those of shas that no sample refers to, holding the write lock all the while.
+
+        Additions store their file under the same lock before committing the row, so nothing deleted here can
+        be a file that some process is about to refer to.
+        """
+        wanted = sorted(set(shas))
+        async with self._transaction() as db:
+            used: set[str] = set()
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = await (
+                    await db.execute(f"SELECT DISTINCT sha256 FROM samples WHERE sha256 IN ({marks})", chunk)
+                ).fetchall()
+                used.update(r["sha256"] for r in rows)
+            unused = set(wanted) - used
+            if unused:
+                await delete(unused)
+        return unused
+
+    async def snapshot(self, space: str) -> tuple[int, np.ndarray, np.ndarray]:
+        """A space's revision with the (ids, vectors) it describes, read in one transaction."""
+        async with self._lock:
+            await self.db.execute("BEGIN")
+            try:
+                revision = await self.revision(space)
+                ids, vectors = await self.vectors(space)
+            finally:
+                await self.db.execute("COMMIT")
+        return revision, ids, vectors
+
+    @staticmethod
+    async def _revision_of(db: aiosqlite.Connection, space_id: int) -> int:
+        row = await (await db.execute("SELECT revision FROM spaces WHERE id = ?", (space_id,))).fetchone()
+        return int(row["revision"])  # type: ignore[index]
+
     @staticmethod
     async def _bump(db: aiosqlite.Connection, space_id: int) -> int:
         """Increment a space's revision inside the current transaction and return the new value."""
         await db.execute("UPDATE spaces SET revision = revision + 1 WHERE id = ?", (space_id,))
-        row = await (await db.execute("SELECT revision FROM spaces WHERE id = ?", (space_id,))).fetchone()
-        return int(row["revision"])  # type: ignore[index]
+        return await SqliteStore._revision_of(db, space_id)
 
     async def sha_in_use(self, sha256: str) -> bool:
         """Whether any sample in any space still refers to this file."""

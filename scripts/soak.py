@@ -100,7 +100,7 @@ def load_loop(config_path: str, data_dir: str, seconds: float, seed: int) -> int
     async def run() -> None:
         sounds = [encode(tone(0.4, 200 + 50 * i), Path(data_dir) / f"t{i}.ogg").read_bytes() for i in range(8)]
         async with Engine.open(config, warm_labels=False) as engine:
-            ids = [(await engine.add("load", s, f"seed{i}.ogg")).sample_id for i, s in enumerate(sounds[:4])]
+            ids = [(await engine.ingest.add("load", s, f"seed{i}.ogg")).sample_id for i, s in enumerate(sounds[:4])]
             started = time.monotonic()
             while time.monotonic() - started < seconds:
                 requests = burst(f"b{summary['bursts']}", ids, sounds, rng)
@@ -118,7 +118,7 @@ def load_loop(config_path: str, data_dir: str, seconds: float, seed: int) -> int
                         summary["rate_limited"] = int(summary["rate_limited"]) + 1  # type: ignore[call-overload]
                     else:
                         summary["busy"] = int(summary["busy"]) + 1  # type: ignore[call-overload]
-                if engine._queue().depth != 0:
+                if engine.encoder.depth != 0:
                     summary["errors"].append("the queue did not drain after a burst")  # type: ignore[union-attr]
             summary["seconds"] = time.monotonic() - started
         summary["peak_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -32,7 +32,7 @@ from tests.library_checks import engine_problems, searchable_problems, store_pro
 SPACE = "lane"
 ADDED = re.compile(r"^Added #(\d+) (\S+) \(")
 ALREADY = re.compile(r"^Already in the library as #(\d+) \((.+)\)\.$")
-ENGINE_LOG_ADDED = re.compile(r"core\.engine: added #\d+")
+ENGINE_LOG_ADDED = re.compile(r"core\.ingest: added #\d+")
 
 
 class Starter(Protocol):

@@ -101,7 +101,7 @@ async def engine_problems(engine: Any) -> list[str]:
     """FAISS and SQLite agree in an open engine: same ids per space, ntotal == count, same vectors."""
     problems: list[str] = []
     for space in await engine.store.spaces():
-        await engine._ensure_index(space)  # what any search would do first
+        await engine.library.ensure_index(space)  # what any search would do first
         ids, vectors = await engine.store.vectors(space)
         index = engine.indexes.get(space)
         if index is None:
@@ -128,10 +128,10 @@ async def searchable_problems(engine: Any, space: str, expected: dict[int, str])
         if sample_id not in vectors:
             problems.append(f"#{sample_id} ({word}) is missing")
             continue
-        hits, _ = await engine.search_text((space,), word, 5)
+        hits, _ = await engine.searcher.search_text((space,), word, 5)
         if sample_id not in [h.sample_id for h in hits]:
             problems.append(f"#{sample_id} is not found by the word {word!r}: {[h.sample_id for h in hits]}")
-        hits, _ = await engine.search_vector((space,), vectors[sample_id], "", 5, 0, "")
+        hits, _ = await engine.searcher.search_vector((space,), vectors[sample_id], "", 5, 0, "")
         if sample_id not in [h.sample_id for h in hits]:
             problems.append(f"#{sample_id} is not found by its own vector: {[h.sample_id for h in hits]}")
     return problems

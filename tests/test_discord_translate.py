@@ -14,7 +14,6 @@ from adapters.discord.render import (
     MAX_DESCRIPTION,
     button_id,
     parse_button_id,
-    preview_filename,
     render,
 )
 from adapters.discord.translate import (
@@ -303,6 +302,11 @@ def test_limits_are_respected() -> None:
     assert len(render(Reply(ReplyKind.ERROR, "x" * 5000)).content) <= 2000
 
 
-def test_preview_filename_is_safe() -> None:
-    assert preview_filename(audio(4, "../dog bark?!"), ".ogg") == "4-dog_bark.ogg"
-    assert preview_filename(audio(5, "???"), ".mp3") == "5-sample.mp3"
+def test_attachment_names_are_safe_keep_letters_and_have_one_suffix() -> None:
+    from core.files import attachment_name
+
+    assert attachment_name(4, "../dog bark?!", ".ogg") == "4-dog_bark.ogg"
+    assert attachment_name(5, "???", ".mp3") == "5-sound.mp3"
+    assert attachment_name(2, "Wind_chime.ogg", ".ogg") == "2-Wind_chime.ogg"
+    assert attachment_name(14, "desktop-login.wav", ".ogg") == "14-desktop-login.ogg"
+    assert attachment_name(8, "Mangoré.ogg", ".ogg") == "8-Mangoré.ogg"

@@ -226,13 +226,13 @@ async def test_a_removal_never_deletes_a_file_another_space_is_adding(tmp_path: 
     sound = encode(tone(0.5, 440), tmp_path / "shared.wav").read_bytes()
     config = make_config(tmp_path / "data", tiny_model_dir, search={"vocabulary": "none"})
     async with Engine.open(config, warm_labels=False) as engine:
-        first = await engine.add("a", sound, "shared.wav", uploader="u1")
-        async with engine._mutate:  # hold the engine's write lock so both operations queue up behind it
-            removal = asyncio.create_task(engine.remove("a", first.sample_id, "u1", is_admin=False))
+        first = await engine.ingest.add("a", sound, "shared.wav", uploader="u1")
+        async with engine.library._lock:  # hold the engine's write lock so both operations queue up behind it
+            removal = asyncio.create_task(engine.library.remove("a", first.sample_id))
             await asyncio.sleep(0.05)
-            addition = asyncio.create_task(engine.add("b", sound, "shared.wav", uploader="u2"))
+            addition = asyncio.create_task(engine.ingest.add("b", sound, "shared.wav", uploader="u2"))
             for _ in range(1000):  # until the addition has done its model work and waits for the lock too
-                if len(engine._mutate._waiters or ()) == 2:  # type: ignore[attr-defined]
+                if len(engine.library._lock._waiters or ()) == 2:  # type: ignore[attr-defined]
                     break
                 await asyncio.sleep(0.01)
         await removal
@@ -247,13 +247,13 @@ async def test_one_file_under_two_names_leaves_nothing_behind(tmp_path: Path, ti
     sound = encode(tone(0.5, 440), tmp_path / "shared.wav").read_bytes()
     config = make_config(tmp_path / "data", tiny_model_dir, search={"vocabulary": "none"})
     async with Engine.open(config, warm_labels=False) as engine:
-        one = await engine.add("a", sound, "shared.wav", uploader="u1")
-        two = await engine.add("b", sound, "renamed.mp3", uploader="u2")
+        one = await engine.ingest.add("a", sound, "shared.wav", uploader="u1")
+        two = await engine.ingest.add("b", sound, "renamed.mp3", uploader="u2")
         assert len(engine.files.all()) == 1
-        await engine.remove("a", one.sample_id, "u1", is_admin=False)
+        await engine.library.remove("a", one.sample_id)
         row = await engine.store.get_sample(two.sample_id)
         assert row is not None and engine.files.path(row.sha256, row.ext).read_bytes() == sound
         assert store_problems(tmp_path / "data") == []
-        await engine.remove("b", two.sample_id, "u2", is_admin=False)
+        await engine.library.remove("b", two.sample_id)
     assert store_problems(tmp_path / "data") == []
     assert not [p for p in (tmp_path / "data" / "files").rglob("*") if p.is_file()]

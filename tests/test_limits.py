@@ -18,7 +18,8 @@ import pytest
 
 from core.audio import Audio, Limits
 from core.config import Config, load_config
-from core.engine import Embedded, Engine
+from core.encoder import Embedded
+from core.engine import Engine
 from core.jobs import Priority
 from core.messages import AudioRef, Command, Reply, ReplyKind, Request
 from tests.support.sounds import encode, tone
@@ -41,20 +42,24 @@ space_quota = 2
 
 
 class RecordingEngine(Engine):
-    """The real engine, noting every decode and every embedding it starts."""
+    """The real engine, noting every decode and every embedding its encoder starts."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.decodes: list[int] = []
         self.embeds: list[float] = []
+        decode, embed_audio = self.encoder.decode, self.encoder.embed_audio
 
-    async def decode(self, data: bytes, limits: Limits) -> Audio:
-        self.decodes.append(len(data))
-        return await super().decode(data, limits)
+        async def recorded_decode(data: bytes, limits: Limits) -> Audio:
+            self.decodes.append(len(data))
+            return await decode(data, limits)
 
-    async def embed_audio(self, audio: Audio, priority: Priority, wait: bool = False) -> Embedded:
-        self.embeds.append(audio.duration)
-        return await super().embed_audio(audio, priority, wait)
+        async def recorded_embed(audio: Audio, priority: Priority, wait: bool = False) -> Embedded:
+            self.embeds.append(audio.duration)
+            return await embed_audio(audio, priority, wait)
+
+        self.encoder.decode = recorded_decode  # type: ignore[method-assign]
+        self.encoder.embed_audio = recorded_embed  # type: ignore[method-assign]
 
 
 class Downloads:
@@ -148,10 +153,10 @@ async def test_declared_duration_is_refused_before_download(engine: RecordingEng
 async def test_long_audio_is_refused_before_model_work(engine: RecordingEngine, tmp_path: Path) -> None:
     long = short_sound(tmp_path, seconds=8.0)  # small as a file, too long as a sound
     assert len(long) < 200000
-    jobs_before = engine._queue().stats().jobs_done
+    jobs_before = engine.encoder.queue.stats().jobs_done
     assert_refused(await engine.handle(add(Downloads().ref(long))), "longer than", "5 s")
     assert len(engine.decodes) == 1 and engine.embeds == []
-    assert engine._queue().stats().jobs_done == jobs_before
+    assert engine.encoder.queue.stats().jobs_done == jobs_before
     assert await engine.store.count("s") == 0
 
 
@@ -197,7 +202,7 @@ class GatedModel:
 
 
 async def test_full_queue_answers_busy_before_download_or_decoding(engine: RecordingEngine, tmp_path: Path) -> None:
-    queue = engine._queue()
+    queue = engine.encoder.queue
     gated = GatedModel(queue.model)  # type: ignore[attr-defined]
     queue.model = gated  # type: ignore[attr-defined]
     searches = [

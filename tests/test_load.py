@@ -131,7 +131,7 @@ async def test_a_thousand_concurrent_requests(tmp_path: Path, tiny_model_dir: Pa
     )
     sounds = [encode(tone(0.4, 200 + 50 * i), tmp_path / f"t{i}.ogg").read_bytes() for i in range(8)]
     async with Engine.open(config, warm_labels=False) as engine:
-        seeded = [await engine.add("load", s, f"seed{i}.ogg", uploader="seed") for i, s in enumerate(sounds[:4])]
+        seeded = [await engine.ingest.add("load", s, f"seed{i}.ogg", uploader="seed") for i, s in enumerate(sounds[:4])]
         ids = [added.sample_id for added in seeded]
         first = burst("a", ids, sounds, rng)
         replies, _ = await run_burst(engine, first)
@@ -139,7 +139,7 @@ async def test_a_thousand_concurrent_requests(tmp_path: Path, tiny_model_dir: Pa
         kinds = check_burst(first, replies)
         assert kinds["queue busy"] > 0, f"the burst never filled the queue, so it proves little: {kinds}"
         assert kinds["results"] > 0, kinds
-        assert engine._queue().depth == 0
+        assert engine.encoder.depth == 0
         resident = rss()  # what the process holds, allocator slack included: the base for the burst's peak
         settled = rss(settle=True)  # the same with freed heap returned: the base for lasting growth
 
@@ -147,11 +147,11 @@ async def test_a_thousand_concurrent_requests(tmp_path: Path, tiny_model_dir: Pa
         replies, peak = await run_burst(engine, second)
         all_replies += replies
         check_burst(second, replies)
-        assert engine._queue().depth == 0 and engine._queue().stats().depth == 0
+        assert engine.encoder.depth == 0 and engine.encoder.queue.stats().depth == 0
         assert peak - resident < 150 * MB, f"a burst raised RSS by {(peak - resident) / MB:.0f} MB"
         grown = rss(settle=True) - settled
         assert grown < 60 * MB, f"RSS grew by {grown / MB:.0f} MB after a second burst"
-        assert len(engine._queries) <= 512 and len(engine._text_cache) <= 2048
+        assert len(engine.commands._queries) <= 512 and len(engine.encoder._text_cache) <= 2048
         assert await engine_problems(engine) == []
         stored = {r.added.sample_id for r in all_replies if r.kind == ReplyKind.ADDED and r.added is not None}
         assert await engine.store.count("load") == len(stored | set(ids))  # every addition once, nothing else

@@ -39,9 +39,9 @@ async def test_mixed_folder_adds_every_decodable_file_once(engine: Engine, tmp_p
     assert again.added == 0 and again.duplicates == report.added + report.duplicates
 
     kick = next(p for p in files if p.name == "kick01.ogg")
-    similar, _ = await engine.search_vector(
-        ("real",), (await engine.embed_query(kick.read_bytes())).vector, "", 3, 0, ""
+    similar, _ = await engine.searcher.search_vector(
+        ("real",), (await engine.encoder.embed_query(kick.read_bytes())).vector, "", 3, 0, ""
     )
     assert similar[0].name == "kick01.ogg"
-    hits, _ = await engine.search_text(("real",), "snare", 5)
+    hits, _ = await engine.searcher.search_text(("real",), "snare", 5)
     assert "snare" in hits[0].name

@@ -60,11 +60,17 @@ async def test_add_get_segments_vectors(store: SqliteStore) -> None:
 
 
 async def test_same_file_once_per_space(store: SqliteStore) -> None:
-    await store.add_sample(sample("a", "b" * 64, "x.wav"))
+    first = await store.add_sample(sample("a", "b" * 64, "x.wav"))
     await store.add_sample(sample("b", "b" * 64, "x.wav"))
-    with pytest.raises(Exception, match="UNIQUE"):
-        await store.add_sample(sample("a", "b" * 64, "x.wav"))
-    # The failed transaction left nothing behind.
+    prepared: list[str] = []
+
+    async def prepare(row: NewSample) -> NewSample:
+        prepared.append(row.sha256)
+        return row
+
+    again = await store.add_sample(sample("a", "b" * 64, "x.wav"), prepare)
+    # The second addition of the same file found the first, wrote nothing and never stored its file.
+    assert (again.sample_id, again.duplicate, prepared) == (first.sample_id, True, [])
     assert await store.count("a") == 1
     fts = await (await store.db.execute("SELECT count(*) FROM samples_fts")).fetchone()
     assert fts[0] == 2

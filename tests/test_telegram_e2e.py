@@ -437,7 +437,7 @@ async def test_global_library_is_searched_when_enabled(bot: Running, tmp_path: P
     engine = bot.engine
     global_space = engine.config.search.global_space
     thunder = encode(chirp(1.2, 60.0, 900.0), tmp_path / "thunder.wav", "wav").read_bytes()
-    added = await engine.add(global_space, thunder, "rolling thunder.wav", uploader="operator", source="cli")
+    added = await engine.ingest.add(global_space, thunder, "rolling thunder.wav", uploader="operator", source="cli")
     jill = user(110, "Jill")
 
     # The module's bot has global_library = false: the operator's sample is not offered.

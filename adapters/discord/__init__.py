@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from adapters.discord.adapter import DiscordAdapter
 from core.config import DiscordConfig
-
-if TYPE_CHECKING:
-    from core.engine import Engine
+from core.messages import Door
 
 __all__ = ["DiscordAdapter", "create"]
 
 
-def create(engine: Engine, config: DiscordConfig) -> DiscordAdapter:
+def create(door: Door, config: DiscordConfig, global_space: str = "global") -> DiscordAdapter:
     """Build the adapter; the caller awaits start() and stop() inside its lifespan."""
-    return DiscordAdapter(engine, config)
+    return DiscordAdapter(door, config, global_space)

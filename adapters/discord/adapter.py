@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import discord
@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from adapters.discord.render import BUTTON_ID_PATTERN, Button, Rendered, error, preview_filename, render
+from adapters.discord.render import BUTTON_ID_PATTERN, Button, Rendered, error, render
 from adapters.discord.translate import (
     DEFAULT_UPLOAD_LIMIT,
     Attachment,
@@ -31,10 +31,7 @@ from adapters.discord.translate import (
 )
 from core.config import DiscordConfig
 from core.errors import UserError
-from core.messages import Command, Reply, ReplyKind, Request
-
-if TYPE_CHECKING:
-    from core.engine import Engine
+from core.messages import Command, Door, Reply, ReplyKind, Request
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +124,12 @@ class DiscordAdapter:
 
     name = "discord"
 
-    def __init__(self, engine: Engine, config: DiscordConfig, ready_timeout: float = 60.0) -> None:
-        self.engine = engine
+    def __init__(
+        self, door: Door, config: DiscordConfig, global_space: str = "global", ready_timeout: float = 60.0
+    ) -> None:
+        self.door = door
         self.config = config
+        self._global_space = global_space
         self.ready_timeout = ready_timeout
         self.client = ShiraClient(self)
         self._connect_task: asyncio.Task[None] | None = None
@@ -139,7 +139,7 @@ class DiscordAdapter:
     @property
     def global_space(self) -> str | None:
         """The shared library searched as well, when enabled."""
-        return self.engine.config.search.global_space if self.config.global_library else None
+        return self._global_space if self.config.global_library else None
 
     # lifespan
 
@@ -195,7 +195,7 @@ class DiscordAdapter:
             log.warning("no Discord channel to send to for space %s", space)
             return
         rendered = render(reply)
-        file = await self._preview(rendered, DEFAULT_UPLOAD_LIMIT)
+        file = self._preview(rendered)
         await target.send(**self._message_kwargs(rendered), file=file)
 
     async def sync_commands(self) -> None:
@@ -306,14 +306,14 @@ class DiscordAdapter:
             await interaction.response.defer()
         else:
             await interaction.response.defer(thinking=True, ephemeral=ephemeral)
-        rendered = render(await self._handle(req))
+        rendered = render(await self._handle(req, upload_limit(interaction)))
         try:
             if rendered.ephemeral and (in_place or not ephemeral):
                 if not in_place:
                     await interaction.delete_original_response()
                 await interaction.followup.send(rendered.content, ephemeral=True)
                 return
-            file = await self._preview(rendered, upload_limit(interaction))
+            file = self._preview(rendered)
             attachments = [file] if file is not None else []  # an empty list drops an earlier page's preview
             await interaction.edit_original_response(**self._message_kwargs(rendered), attachments=attachments)
         except discord.HTTPException:
@@ -349,9 +349,9 @@ class DiscordAdapter:
         if req is None:
             return
         async with channel.typing():
-            rendered = render(await self._handle(req))
             limit = message.guild.filesize_limit if message.guild else DEFAULT_UPLOAD_LIMIT
-            file = await self._preview(rendered, limit)
+            rendered = render(await self._handle(req, limit))
+            file = self._preview(rendered)
         try:
             await message.reply(**self._message_kwargs(rendered), file=file, mention_author=False)
         except discord.HTTPException:
@@ -359,10 +359,10 @@ class DiscordAdapter:
 
     # shared pieces
 
-    async def _handle(self, req: Request) -> Reply:
-        """Ask the core; it answers user problems itself, so anything raised becomes an apology."""
+    async def _handle(self, req: Request, limit: int) -> Reply:
+        """Ask the core, saying how large a playable file may be; anything raised becomes an apology."""
         try:
-            return await self.engine.handle(req)
+            return await self.door.handle(dataclasses.replace(req, upload_limit=limit))
         except Exception:
             log.exception("engine failed on a Discord %s request", req.command)
             return Reply(kind=ReplyKind.ERROR, text=SORRY)
@@ -378,19 +378,13 @@ class DiscordAdapter:
                 "I couldn't download that file from Discord (the link may have expired). Please upload it again."
             ) from exc
 
-    async def _preview(self, rendered: Rendered, limit: int) -> discord.File | None:
-        """The attached sample as an OGG/Opus preview that fits the upload limit, or None."""
-        if rendered.attach is None:
+    @staticmethod
+    def _preview(rendered: Rendered) -> discord.File | None:
+        """The attached sample's ready preview as a file to upload, or None."""
+        attach = rendered.attach
+        if attach is None or attach.preview is None:
             return None
-        try:
-            path: Path = await self.engine.preview(rendered.attach.sample_id, "ogg", limit)
-        except UserError as exc:
-            log.info("no preview for sample %s: %s", rendered.attach.sample_id, exc)
-            return None
-        except Exception:
-            log.exception("preview of sample %s failed", rendered.attach.sample_id)
-            return None
-        return discord.File(path, filename=preview_filename(rendered.attach, path.suffix or ".ogg"))
+        return discord.File(attach.preview, filename=attach.filename)
 
     @staticmethod
     def _message_kwargs(rendered: Rendered) -> dict[str, Any]:

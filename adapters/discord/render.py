@@ -211,9 +211,3 @@ def render(reply: Reply) -> Rendered:
 def error(text: str) -> Rendered:
     """An ephemeral error the adapter found itself (before asking the core)."""
     return Rendered(content=_clip(text, 2000), ephemeral=True)
-
-
-def preview_filename(audio: AudioFile, suffix: str) -> str:
-    """A safe attachment file name for a sample preview."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", audio.title).strip("._") or "sample"
-    return f"{audio.sample_id}-{stem[:60]}{suffix}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from adapters.discord.render import parse_button_id
+from core.files import is_audio_name
 from core.messages import AudioRef, Command, Request
 
 PLATFORM = "discord"
@@ -15,28 +16,6 @@ VOICE_MESSAGE_FLAG = 1 << 13  # MessageFlags.IS_VOICE_MESSAGE
 ADMINISTRATOR = 1 << 3
 MANAGE_MESSAGES = 1 << 13
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes a bot may upload when Discord does not say
-AUDIO_SUFFIXES = frozenset(
-    [
-        ".wav",
-        ".wave",
-        ".mp3",
-        ".ogg",
-        ".oga",
-        ".opus",
-        ".flac",
-        ".m4a",
-        ".aac",
-        ".aif",
-        ".aiff",
-        ".wma",
-        ".webm",
-        ".mp4",
-        ".mka",
-        ".mkv",
-        ".mov",
-        ".caf",
-    ]
-)
 AUDIO_MIME_PREFIXES = ("audio/", "video/")
 AUDIO_MIMES = frozenset({"application/ogg", "application/x-ogg"})
 
@@ -118,7 +97,7 @@ def is_audio(attachment: Attachment) -> bool:
     mime = (attachment.content_type or "").split(";")[0].strip().lower()
     if mime:
         return mime.startswith(AUDIO_MIME_PREFIXES) or mime in AUDIO_MIMES
-    return PurePosixPath(attachment.filename).suffix.lower() in AUDIO_SUFFIXES
+    return is_audio_name(PurePosixPath(attachment.filename).name)
 
 
 def not_audio_message(attachment: Attachment) -> str:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from adapters.telegram.adapter import TelegramAdapter
 from core.config import TelegramConfig
-
-if TYPE_CHECKING:
-    from core.engine import Engine
+from core.messages import Door
 
 __all__ = ["TelegramAdapter", "create"]
 
 
-def create(engine: Engine, config: TelegramConfig) -> TelegramAdapter:
+def create(door: Door, config: TelegramConfig, global_space: str = "global") -> TelegramAdapter:
     """Build the adapter; call `await adapter.start()` inside the engine's lifespan and `stop()` on the way out."""
-    return TelegramAdapter(engine, config)
+    return TelegramAdapter(door, config, global_space)

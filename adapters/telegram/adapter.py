@@ -9,7 +9,6 @@ import datetime as dtm
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from telegram import (
     BotCommand,
@@ -36,14 +35,12 @@ from adapters.telegram.translate import (
     chat_of,
     file_handle,
     parse_file_handle,
+    space_of,
     translate,
 )
 from core.config import ConfigError, TelegramConfig
 from core.errors import TooLarge, UserError
-from core.messages import AudioFile, Command, Reply, ReplyKind, Request
-
-if TYPE_CHECKING:
-    from core.engine import Engine
+from core.messages import AudioFile, Command, Door, Reply, ReplyKind, Request
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +59,7 @@ SLOW_COMMANDS = {
     Command.SEARCH: ChatAction.TYPING,
     Command.MORE: ChatAction.TYPING,
 }
+BOT_USER = f"{PLATFORM}:bot"  # who the adapter's own requests come from
 TOO_BIG = "Telegram only lets bots download files up to 20 MB. Send a shorter or compressed clip."
 
 
@@ -72,15 +70,17 @@ class TelegramAdapter:
 
     def __init__(
         self,
-        engine: Engine,
+        door: Door,
         config: TelegramConfig,
+        global_space: str = "global",
         group_messages_per_minute: float = GROUP_RATE,
         poll_timeout: float = POLL_TIMEOUT,
     ) -> None:
         if not config.token:
             raise ConfigError("Telegram is enabled but has no token: set SHIRA_TELEGRAM_TOKEN or [telegram] token.")
-        self.engine = engine
+        self.door = door
         self.config = config
+        self.global_space = global_space
         self.poll_timeout = poll_timeout
         self.app: Application = (  # type: ignore[type-arg]
             ApplicationBuilder()
@@ -115,7 +115,7 @@ class TelegramAdapter:
     async def _start(self) -> None:
         await self.app.initialize()
         bot = self.app.bot
-        global_space = self.engine.config.search.global_space
+        global_space = self.global_space
         self.context = BotContext(
             bot_id=bot.id,
             username=bot.username,
@@ -197,7 +197,7 @@ class TelegramAdapter:
         if request.command in ADMIN_COMMANDS and message.from_user is not None:
             request = dataclasses.replace(request, is_admin=await self._is_admin(message.chat, message.from_user.id))
         async with self._chat_action(chat_id, SLOW_COMMANDS.get(request.command)):
-            reply = await self.engine.handle(request)
+            reply = await self._ask(request)
         log.debug("telegram: %s in %s -> %s", request.command, request.space, reply.kind)
         await self._deliver(chat_id, reply, reply_to=message.message_id)
 
@@ -207,7 +207,7 @@ class TelegramAdapter:
             await query.answer()
             return
         chat_id = message.chat.id
-        reply = await self.engine.handle(request)
+        reply = await self._ask(request)
         if reply.is_error:
             await query.answer(render.alert_text(reply), show_alert=True)
             return
@@ -234,7 +234,7 @@ class TelegramAdapter:
         if request is None:
             await query.answer([], cache_time=0, is_personal=True)
             return
-        reply = await self.engine.handle(request)
+        reply = await self.door.handle(request)
         results = render.inline_results(reply.hits)
         button = None
         if reply.kind == ReplyKind.BUSY:
@@ -285,23 +285,41 @@ class TelegramAdapter:
                 return
             except BadRequest as exc:
                 log.info("telegram: stored file_id for #%d refused (%s); uploading", audio.sample_id, exc.message)
-        try:
-            path = await self.engine.preview(audio.sample_id, fmt="ogg", max_bytes=PREVIEW_BYTES)
-        except UserError as exc:
-            await self._send_text(chat_id, render.escape(str(exc)), reply_to=reply_to)
+        if audio.preview is None or audio.platform_file_id:
+            audio = await self._fresh_preview(chat_id, audio)
+        if audio.preview is None:
+            await self._send_text(chat_id, "I couldn't prepare that sound to send, sorry.", reply_to=reply_to)
             return
         async with self._chat_action(chat_id, ChatAction.UPLOAD_VOICE):
-            data = await asyncio.to_thread(path.read_bytes)
+            data = await asyncio.to_thread(audio.preview.read_bytes)
             sent = await bot.send_voice(
                 chat_id,
                 data,
                 caption=caption,
                 duration=dtm.timedelta(seconds=round(audio.duration)),
-                filename=f"{audio.sample_id}.ogg",
+                filename=audio.filename,
                 reply_parameters=_reply_to(reply_to),
             )
         if sent.voice is not None:
-            await self.engine.remember_file_id(audio.sample_id, PLATFORM, file_handle("voice", sent.voice.file_id))
+            handle = file_handle("voice", sent.voice.file_id)
+            await self.door.handle(self._request(chat_id, Command.REMEMBER, text=str(audio.sample_id), file_id=handle))
+
+    async def _fresh_preview(self, chat_id: int, audio: AudioFile) -> AudioFile:
+        """Ask the core for an uploadable preview of a sample whose stored handle Telegram refused."""
+        reply = await self._ask(self._request(chat_id, Command.PLAY, text=str(audio.sample_id), fresh_upload=True))
+        if reply.audio is None:
+            log.info("telegram: no preview of #%d: %s", audio.sample_id, reply.text)
+            return audio
+        return reply.audio
+
+    def _request(self, chat_id: int, command: Command, **fields: object) -> Request:
+        """A request of the adapter's own (not a user's) about a chat, such as remembering a file id."""
+        extra = self.context.extra_spaces if self.context is not None else ()
+        return Request(PLATFORM, space_of(chat_id), BOT_USER, command, extra_spaces=extra, **fields)  # type: ignore[arg-type]
+
+    async def _ask(self, request: Request) -> Reply:
+        """Ask the core, saying how large a playable file may be."""
+        return await self.door.handle(dataclasses.replace(request, upload_limit=PREVIEW_BYTES))
 
     @contextlib.asynccontextmanager
     async def _chat_action(self, chat_id: int, action: str | None) -> AsyncIterator[None]:

@@ -9,20 +9,15 @@ from dataclasses import dataclass
 from telegram import CallbackQuery, InlineQuery, Message, MessageEntity, TelegramObject, Update
 from telegram.constants import ChatType
 
+from core.files import is_audio_name
 from core.messages import AudioRef, Command, Request
+from core.phrases import asks_what_sound
 
 PLATFORM = "telegram"
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile on the cloud Bot API refuses bigger files
 INLINE_RESULTS = 50  # Telegram's cap on results per inline answer
 
-AUDIO_EXTENSIONS = frozenset({"aac", "aif", "aiff", "flac", "m4a", "mp3", "oga", "ogg", "opus", "wav", "weba", "wma"})
 REUSABLE_KINDS = frozenset({"voice", "audio"})  # file_ids the bot can send back as playable audio
-
-# "what sound is this", "what's that noise?", "what is this", "identify"
-ASKING = re.compile(
-    r"\bwhat\b[^.!]*\b(?:sound|noise)\b|\bwhat(?:'s|’s|\s+is)\s+(?:this|that|it)\b|\bidentify\b",
-    re.IGNORECASE,
-)
 
 Fetcher = Callable[[str], Callable[[], Awaitable[bytes]]]  # file_id -> a download the core may call
 
@@ -159,7 +154,7 @@ def _seconds(media: TelegramObject) -> float | None:
 def _looks_like_audio(name: str, mime: str | None) -> bool:
     if mime and (mime.startswith("audio/") or mime.startswith("video/")):
         return True
-    return "." in name and name.rsplit(".", 1)[1].lower() in AUDIO_EXTENSIONS
+    return is_audio_name(name)
 
 
 def audio_ref(attachment: Attachment, ctx: BotContext, fetcher: Fetcher) -> AudioRef | Notice:
@@ -277,7 +272,7 @@ def translate_message(message: Message, ctx: BotContext, fetcher: Fetcher) -> Re
         return _translate_command(message, ctx, fetcher, invocation, here or replied, private)
 
     text = (message.text or message.caption or "").strip()
-    asking = bool(ASKING.search(text))
+    asking = asks_what_sound(text)
     if not private:
         addressed = replies_to_bot or _mentions_bot(message, ctx) or (asking and (here or replied) is not None)
         if not addressed:

@@ -1,0 +1,89 @@
+"""Additions: dedupe by hash before any model work, decode, embed, tag, then hand the sample to the library."""
+
+from __future__ import annotations
+
+import logging
+
+from core.audio import sha256
+from core.config import Config
+from core.encoder import Encoder
+from core.errors import QuotaExceeded
+from core.files import display_name, safe_ext
+from core.jobs import Priority
+from core.library import Library
+from core.messages import Added
+from core.search import Searcher
+from core.store import NewSample, Store
+
+log = logging.getLogger(__name__)
+
+
+class Ingest:
+    """Prepares an addition without holding any lock; only the final commit goes through the library."""
+
+    def __init__(self, config: Config, store: Store, library: Library, encoder: Encoder, searcher: Searcher) -> None:
+        self.config = config
+        self.store = store
+        self.library = library
+        self.encoder = encoder
+        self.searcher = searcher
+
+    async def check_quota(self, space: str) -> None:
+        """Refuse an addition to a full library (before anything is downloaded)."""
+        quota = self.config.limits.space_quota
+        if quota and await self.store.count(space) >= quota:
+            raise QuotaExceeded(f"This library is full ({quota} sounds). Remove some before adding more.")
+
+    async def add(
+        self,
+        space: str,
+        data: bytes,
+        filename: str,
+        uploader: str = "",
+        description: str = "",
+        source: str = "",
+        priority: Priority = Priority.ADD,
+        platform: str = "",
+        platform_file_id: str | None = None,
+    ) -> Added:
+        """Add one file to a space: dedupe by hash, decode, embed, tag, store, index."""
+        name = display_name(filename)
+        digest = sha256(data)
+        if (existing := await self._existing(space, digest, name)) is not None:
+            return existing
+        await self.check_quota(space)
+        audio = await self.encoder.decode(data, self.encoder.add_limits)
+        embedded = await self.encoder.embed_audio(audio, priority, wait=priority == Priority.BULK)
+        near = await self.searcher.near_duplicates(space, embedded.vector, platform)
+        search = self.config.search
+        labels = await self.encoder.labels(
+            embedded.vector, await self.store.space_labels(space), search.autotags, priority
+        )
+        tags = tuple((lb.label, lb.score, True) for lb in labels if lb.score >= search.autotag_min_score)
+        sample = NewSample(
+            space=space,
+            sha256=digest,
+            ext=safe_ext(filename),
+            name=name,
+            uploader=uploader,
+            description=description.strip()[:1000],
+            duration=audio.duration,
+            source=source,
+            vector=embedded.vector,
+            segments=tuple((s, e, v) for (s, e), v in zip(embedded.spans, embedded.windows, strict=True)),
+            tags=tags,
+            platform=platform,
+            platform_file_id=platform_file_id,
+        )
+        change = await self.library.add(sample, data)
+        if change.duplicate:  # a concurrent addition of the same file won
+            return Added(change.sample_id, name, audio.duration, duplicate=True)
+        log.info("added #%d %r to %s (%.1f s)", change.sample_id, name, space, audio.duration)
+        return Added(change.sample_id, name, audio.duration, tuple(t for t, _, _ in tags), near_duplicates=tuple(near))
+
+    async def _existing(self, space: str, digest: str, name: str) -> Added | None:
+        sample_id = await self.store.find_by_sha(space, digest)
+        if sample_id is None:
+            return None
+        row = await self.store.get_sample(sample_id)
+        return Added(sample_id, row.name if row else name, row.duration if row else 0.0, duplicate=True)
