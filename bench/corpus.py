@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from core.importer import walk
+from bot.importer import walk
 
 log = logging.getLogger(__name__)
 

@@ -108,7 +108,7 @@ def rounds_of(files: list[Path], rounds: int) -> list[list[Path]]:
 async def bulk_indexing(model: str, files: list[Path], work: Path, rounds: int) -> BulkResult:
     """Alternate the naive baseline and shira's importer over the same files; compare speed and vectors."""
     from core.engine import Engine
-    from core.importer import import_paths
+    from bot.importer import import_paths
 
     baseline = NaiveBaseline(model)
     baseline.embed(files[0])  # warm-up, not timed

@@ -149,7 +149,7 @@ async def interactive(
 ) -> InteractiveResult:
     """Text and voice latency on a warm 10k library, then text latency while a bulk import runs."""
     from core.engine import Engine
-    from core.importer import import_paths
+    from bot.importer import import_paths
 
     data = work / "library"
     log.info("building the %d-sample synthetic library", SIZE)

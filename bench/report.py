@@ -236,7 +236,7 @@ def markdown(run: Run, png: str) -> str:
         "`ClapProcessor(audio=...)`, "
         "`ClapModel.get_audio_features` in fp32, one file at a time (files over 10 s cut into the same windows as "
         "shira, so the vectors are comparable).",
-        f"- shira: {b.shira_seconds:.1f} s ({b.shira_cpu:.1f} CPU-s) through `core.importer.import_paths` "
+        f"- shira: {b.shira_seconds:.1f} s ({b.shira_cpu:.1f} CPU-s) through `bot.importer.import_paths` "
         "(hash, de-duplicate, decode, embed, "
         "zero-shot auto-tags, copy into the file store, SQLite, FAISS). The label vocabulary was embedded before "
         f"timing ({b.label_warmup_seconds:.1f} s, once per model; cached in SQLite after that).",

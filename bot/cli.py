@@ -113,7 +113,7 @@ async def _run_command(args: argparse.Namespace, config: Config) -> int:
     needs_model = args.command not in MODEL_FREE
     async with Engine.open(config, model=needs_model, warm_labels=args.command == "console") as engine:
         if args.command == "index":
-            from core.importer import import_paths
+            from bot.importer import import_paths
 
             report = await import_paths(engine, args.paths, space, args.description, progress=not args.json)
             emit(args, report.as_json(), report.summary())

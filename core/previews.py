@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -100,7 +101,5 @@ class Previews:
 
 def _touch(path: Path) -> None:
     """Mark a preview as just used (its mtime orders eviction)."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.utime(path)
-    except FileNotFoundError:
-        pass

@@ -34,8 +34,8 @@ def _preload() -> None:
 
     import adapters.console  # noqa: F401
     import bot.cli  # noqa: F401
+    import bot.importer  # noqa: F401
     import core.engine  # noqa: F401
-    import core.importer  # noqa: F401
     import tests.library_checks  # noqa: F401
 
 

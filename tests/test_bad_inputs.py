@@ -335,7 +335,7 @@ def test_every_bad_input_through_shira_index(
 @pytest.mark.timeout(120)
 async def test_special_files_named_to_shira_index_are_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
     """/dev/zero or a named pipe given to `shira index` is refused at once, not read forever."""
-    from core.importer import import_paths
+    from bot.importer import import_paths
 
     fifo = tmp_path / "pipe.wav"
     os.mkfifo(fifo)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.importer import import_paths
 from core.engine import Engine
-from core.importer import import_paths
 from tests.support.sounds import chirp, encode, tone
 
 LMMS = Path("/usr/share/lmms/samples")
