@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from adapters.telegram.adapter import TelegramAdapter
-from core.config import TelegramConfig
+from adapters.telegram.config import TelegramConfig
 
 if TYPE_CHECKING:
+    from adapters.telegram.adapter import TelegramAdapter
     from core.engine import Engine
 
-__all__ = ["TelegramAdapter", "create"]
+__all__ = ["create"]
 
 
 def create(engine: Engine, config: TelegramConfig) -> TelegramAdapter:
     """Build the adapter; call `await adapter.start()` inside the engine's lifespan and `stop()` on the way out."""
+    from adapters.telegram.adapter import TelegramAdapter  # imported here: the config loads without telegram
+
     return TelegramAdapter(engine, config)
