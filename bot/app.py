@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import signal
 from contextlib import AsyncExitStack
 
+from adapters import registry
 from adapters.base import Adapter
 from core.config import Config
 from core.engine import Engine
@@ -16,31 +16,27 @@ from core.messages import Door
 
 log = logging.getLogger(__name__)
 
-CHAT_ADAPTERS = ("telegram", "discord")
-
 
 def enabled_adapters(config: Config) -> list[str]:
-    """Names of the chat adapters switched on in the config."""
-    return [name for name in CHAT_ADAPTERS if getattr(config, name).enabled]
+    """Names of the chat adapters switched on in the config (the registry knows which exist)."""
+    return registry.enabled(config)
 
 
 def create_adapter(name: str, door: Door, config: Config) -> Adapter:
     """Import an adapter package lazily and hand it the door and only its own config section."""
-    module = importlib.import_module(f"adapters.{name}")
-    return module.create(door, getattr(config, name), config.search.global_space)  # type: ignore[no-any-return]
+    return registry.create(name, door, config)
 
 
 async def run_adapters(config: Config, stop: asyncio.Event | None = None) -> int:
     """Run until SIGINT/SIGTERM (or `stop` is set): engine first, adapters after; closed in reverse."""
     names = enabled_adapters(config)
     if not names:
-        log.error(
-            "no chat adapter is enabled: set enabled = true under [telegram] or [discord], or use `shira console`"
-        )
+        sections = " or ".join(f"[{name}]" for name in registry.ADAPTERS)
+        log.error("no chat adapter is enabled: set enabled = true under %s, or use `shira console`", sections)
         return 2
     for name in names:
-        if not getattr(config, name).token:
-            log.error("[%s] is enabled but has no token (set SHIRA_%s_TOKEN)", name, name.upper())
+        if not config.section(name).token:
+            log.error("[%s] is enabled but has no token (set %s)", name, registry.ADAPTERS[name].token_env)
             return 2
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

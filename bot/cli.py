@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from adapters.registry import load_config
 from bot.logs import setup_logging
-from core.config import Config, ConfigError, load_config, with_overrides
+from core.config import Config, ConfigError, with_overrides
 from core.errors import ModelLoadError, UserError
 from core.messages import Hit
 

@@ -1,134 +1,208 @@
-"""Typed configuration read from one TOML file, with secrets from the environment."""
+"""Typed configuration read from one TOML file, with secrets from the environment, every key checked at load."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import json
+import logging
+import math
 import os
+import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 DEFAULT_MODEL = "laion/larger_clap_music_and_speech"
 MB = 1024 * 1024
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+SECRET_KEYS = frozenset({"token"})  # their values are never repeated in error messages
+CORE_ENV = {"SHIRA_DATA_DIR": ("data_dir",), "SHIRA_MODEL": ("model", "id")}  # environment variable -> key path
 
 
 class ConfigError(ValueError):
-    """The configuration file is missing, malformed or has unknown keys."""
+    """The configuration file is missing, malformed or has unknown keys or bad values."""
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value
+
+
+def _log_level(value: str) -> str:
+    if value.upper() not in logging.getLevelNamesMapping():
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (any case)")
+    return value.upper()
+
+
+def _label_prompt(value: str) -> str:
+    try:
+        formatted = value.format(label="\0")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError("must be a format string whose only field is {label}") from None
+    if "\0" not in formatted:
+        raise ValueError("must contain {label}")
+    return value
+
+
+def _directory(value: object) -> object:
+    if not (isinstance(value, str) and value):
+        raise ValueError("must be a non-empty string (a directory)")
+    return value
+
+
+def _no_whitespace(value: str) -> str:
+    if value != "".join(value.split()):
+        raise ValueError("must not contain spaces or line breaks")
+    return value
+
+
+# Field types shared by every section; pydantic reads them at load, the dataclasses stay plain.
+Bool = StrictBool
+Int = StrictInt
+Float = StrictFloat  # an int is accepted and stored as a float
+Str = StrictStr
+Count = Annotated[Int, Field(ge=1)]
+Limit = Annotated[Int, Field(ge=0)]  # 0 disables
+Seconds = Annotated[Float, Field(gt=0)]
+Fraction = Annotated[Float, Field(ge=0, le=1)]
+Name = Annotated[Str, Field(min_length=1)]
+Url = Annotated[Str, AfterValidator(_http_url)]
+Token = Annotated[Str, AfterValidator(_no_whitespace)]
+Directory = Annotated[Path, BeforeValidator(_directory)]
+LogLevel = Annotated[Str, AfterValidator(_log_level)]
+LabelPrompt = Annotated[Str, AfterValidator(_label_prompt)]
+
+# Every section class sets __pydantic_config__ = SECTION: unknown keys refused, no inf or nan.
+SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Which CLAP checkpoint to load and how to run it."""
 
-    id: str = DEFAULT_MODEL  # hub id or local directory
-    device: str = "auto"  # auto, cpu, cuda, mps
-    precision: str = "auto"  # auto (bf16 on CPUs with AMX, else fp32), fp32, bf16
-    quantize_text: bool = True  # int8 text tower (CPU), kept only if it stays >= 0.999 cosine to fp32
-    fused_attention: bool = True  # one fused attention kernel per audio window block
-    fast_features: bool = True  # log-mel features in torch, batched (same values as the numpy extractor)
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
-    window_seconds: float = 10.0
-    hop_seconds: float = 10.0
-    batch_size: int = 8  # audio windows per forward pass
+    __pydantic_config__ = SECTION
+
+    id: Name = DEFAULT_MODEL  # hub id or local directory
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CPUs with AMX, else fp32
+    quantize_text: Bool = True  # int8 text tower (CPU), kept only if it stays >= 0.999 cosine to fp32
+    fused_attention: Bool = True  # one fused attention kernel per audio window block
+    fast_features: Bool = True  # log-mel features in torch, batched (same values as the numpy extractor)
+    threads: Limit = 0  # torch intra-op threads; 0 keeps torch's default
+    window_seconds: Seconds = 10.0
+    hop_seconds: Seconds = 10.0  # at most window_seconds, or parts of long clips are never embedded
+    batch_size: Count = 8  # audio windows per forward pass
 
 
 @dataclass(frozen=True)
 class AudioConfig:
     """Limits enforced before any decoding or model work."""
 
-    max_add_bytes: int = 50 * MB
-    max_query_bytes: int = 20 * MB
-    max_add_seconds: float = 600.0
-    max_query_seconds: float = 60.0
-    decode_timeout_seconds: float = 60.0
-    preview_cache_bytes: int = 512 * MB  # playable previews kept on disk; least recently used go first
+    __pydantic_config__ = SECTION
+
+    max_add_bytes: Count = 50 * MB
+    max_query_bytes: Count = 20 * MB
+    max_add_seconds: Seconds = 600.0
+    max_query_seconds: Seconds = 60.0
+    decode_timeout_seconds: Seconds = 60.0
+    preview_cache_bytes: Count = 512 * MB  # playable previews kept on disk; least recently used go first
 
 
 @dataclass(frozen=True)
 class IndexConfig:
     """How each library's FAISS index is built."""
 
-    approximate_above: int = 50_000  # exact search up to this many samples, IVF beyond
-    nprobe: int = 32
-    ivf_codec: str = "sq8"  # how IVF lists hold vectors: sq8 (8-bit, a quarter of the memory) or flat (float32)
-    blas_kernels: str = "auto"  # auto: AVX-512 kernels for faiss's bundled OpenBLAS where it would use SSE3
+    __pydantic_config__ = SECTION
+
+    approximate_above: Annotated[Int, Field(ge=16)] = 50_000  # exact search up to this many, IVF beyond
+    nprobe: Count = 32
+    ivf_codec: Literal["sq8", "flat"] = "sq8"  # IVF lists hold sq8 (8-bit, a quarter of the memory) or flat vectors
+    blas_kernels: Literal["auto", "default"] = "auto"  # auto: AVX-512 kernels for faiss's OpenBLAS where it'd use SSE3
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     """Ranking, labelling and duplicate detection."""
 
-    k: int = 5
-    max_k: int = 50
-    hybrid: bool = True  # fuse FTS5 BM25 with vector ranks (reciprocal rank fusion)
-    rrf_k: int = 60
-    labels: int = 5  # labels shown for "what sound is this?"
-    autotags: int = 3  # zero-shot labels stored as tags on add
-    autotag_min_score: float = 0.05
-    near_duplicate: float = 0.98  # cosine above which an addition is reported as a near copy
-    label_prompt: str = "This is a sound of {label}."
-    vocabulary: str = "audioset"  # built-in vocabulary; "none" for only the labels spaces add
-    global_space: str = "global"
+    __pydantic_config__ = SECTION
+
+    k: Count = 5  # at most max_k
+    max_k: Count = 50
+    hybrid: Bool = True  # fuse FTS5 BM25 with vector ranks (reciprocal rank fusion)
+    rrf_k: Limit = 60
+    labels: Count = 5  # labels shown for "what sound is this?"
+    autotags: Limit = 3  # zero-shot labels stored as tags on add; 0 disables
+    autotag_min_score: Fraction = 0.05
+    near_duplicate: Fraction = 0.98  # cosine above which an addition is reported as a near copy
+    label_prompt: LabelPrompt = "This is a sound of {label}."
+    vocabulary: Literal["audioset", "none"] = "audioset"  # built-in vocabulary; "none" for only the labels spaces add
+    global_space: Name = "global"
 
 
 @dataclass(frozen=True)
 class QueueConfig:
     """The model's job queue."""
 
-    max_pending: int = 256
-    max_batch: int = 16  # texts per forward pass; audio batches use model.batch_size
+    __pydantic_config__ = SECTION
+
+    max_pending: Count = 256
+    max_batch: Count = 16  # texts per forward pass; audio batches use model.batch_size
 
 
 @dataclass(frozen=True)
 class LimitsConfig:
     """Per-user and per-space limits."""
 
-    requests_per_minute: int = 30  # per user; 0 disables
-    space_quota: int = 10_000  # samples per space; 0 disables
+    __pydantic_config__ = SECTION
+
+    requests_per_minute: Limit = 30  # per user; 0 disables
+    space_quota: Limit = 10_000  # samples per space; 0 disables
 
 
 @dataclass(frozen=True)
 class ConsoleConfig:
-    """The local console adapter."""
+    """The local console: `shira console`, and the library every other CLI command uses by default."""
 
-    space: str = "console"
-    user: str = "console"
+    __pydantic_config__ = SECTION
 
-
-@dataclass(frozen=True)
-class TelegramConfig:
-    """The Telegram adapter (python-telegram-bot)."""
-
-    enabled: bool = False
-    token: str = ""
-    base_url: str = "https://api.telegram.org/bot"
-    base_file_url: str = "https://api.telegram.org/file/bot"
-    local_mode: bool = False  # a local Bot API server: no 20 MB download limit
-    global_library: bool = False
-    poll_interval: float = 0.0
+    space: Name = "console"
+    user: Name = "console"
 
 
 @dataclass(frozen=True)
-class DiscordConfig:
-    """The Discord adapter (discord.py)."""
+class Section:
+    """A config section defined outside the core (an adapter's): its dataclass and its environment overrides."""
 
-    enabled: bool = False
-    token: str = ""
-    api_base_url: str = "https://discord.com/api/v10"
-    gateway_url: str = ""  # empty: ask the API
-    dev_guild: int = 0  # sync commands to this guild only; 0 syncs globally
-    add_role: str = ""  # empty: anyone may /add
-    global_library: bool = False
-    watch_channels: tuple[int, ...] = ()  # empty: every channel, on mention
+    cls: type  # a frozen dataclass built like the core's sections (fields typed with the aliases above)
+    env: Mapping[str, str] = field(default_factory=dict)  # key -> environment variable that overrides it
 
 
 @dataclass(frozen=True)
 class Config:
-    """The whole configuration."""
+    """The whole configuration: the core sections, and each adapter's own section by adapter name."""
 
-    data_dir: Path = Path("shira-data")
-    log_level: str = "INFO"
+    __pydantic_config__ = SECTION
+
+    data_dir: Directory = Path("shira-data")
+    log_level: LogLevel = "INFO"
     model: ModelConfig = field(default_factory=ModelConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -136,68 +210,60 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
-    telegram: TelegramConfig = field(default_factory=TelegramConfig)
-    discord: DiscordConfig = field(default_factory=DiscordConfig)
+    adapters: Mapping[str, Any] = field(default_factory=dict, hash=False)  # filled at load from the given sections
+
+    def section(self, name: str) -> Any:
+        """An adapter's validated section, e.g. config.section("telegram")."""
+        try:
+            return self.adapters[name]
+        except KeyError:
+            raise ConfigError(f"no [{name}] section: load the config with adapters.registry.load_config") from None
+
+    @property
+    def telegram(self) -> Any:
+        """The [telegram] section (an adapters.telegram.config.TelegramConfig)."""
+        return self.section("telegram")
+
+    @property
+    def discord(self) -> Any:
+        """The [discord] section (an adapters.discord.config.DiscordConfig)."""
+        return self.section("discord")
 
 
-T = TypeVar("T")
-
-
-def _section(cls: type[T], raw: Any, where: str) -> T:
-    """Build one dataclass section from a TOML table, rejecting unknown keys."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"[{where}] must be a table")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(unknown)}")
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        default = getattr(cls(), name)
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"[{where}] {name} must be true or false")
-        if isinstance(default, tuple):
-            value = tuple(value)
-        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        elif isinstance(default, Path):
-            value = Path(value)
-        values[name] = value
-    return cls(**values)
-
-
-def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> Config:
-    """Read the TOML file (if any), then apply secrets and overrides from the environment."""
+def load_config(
+    path: Path | None = None, environ: Mapping[str, str] | None = None, sections: Mapping[str, Section] | None = None
+) -> Config:
+    """Read the TOML file (if any), apply the environment's overrides, then check every key; raise ConfigError."""
     env = os.environ if environ is None else environ
+    sections = sections or {}
     raw: dict[str, Any] = {}
     if path is not None:
         try:
             raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError(f"config file not found: {path}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"can't read {path}: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    top = {k: v for k, v in raw.items() if not isinstance(v, dict)}
-    sections = {k: v for k, v in raw.items() if isinstance(v, dict)}
-    base = _section(Config, top, "top level") if top else Config()
-    replaced: dict[str, Any] = {}
-    for f in dataclasses.fields(Config):
-        if f.name in sections:
-            replaced[f.name] = _section(type(getattr(base, f.name)), sections.pop(f.name), f.name)
-    if sections:
-        raise ConfigError(f"unknown section(s): {', '.join(sorted(sections))}")
-    config = dataclasses.replace(base, **replaced)
-    if env.get("SHIRA_DISCORD_TOKEN"):
-        discord = dataclasses.replace(config.discord, token=env["SHIRA_DISCORD_TOKEN"])
-        config = dataclasses.replace(config, discord=discord)
-    if env.get("SHIRA_TELEGRAM_TOKEN"):
-        telegram = dataclasses.replace(config.telegram, token=env["SHIRA_TELEGRAM_TOKEN"])
-        config = dataclasses.replace(config, telegram=telegram)
-    if env.get("SHIRA_DATA_DIR"):
-        config = dataclasses.replace(config, data_dir=Path(env["SHIRA_DATA_DIR"]))
-    if env.get("SHIRA_MODEL"):
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, id=env["SHIRA_MODEL"]))
-    return config
+    overrides = dict(CORE_ENV) | {var: (name, key) for name, s in sections.items() for key, var in s.env.items()}
+    from_env = _apply_env(raw, env, overrides)
+    where = str(path) if path is not None else "defaults"
+    problems: list[str] = []
+    adapter_tables = {name: raw.pop(name, {}) for name in sections}
+    if "adapters" in raw:  # a field of Config, but not a key of the file
+        problems.append(f"{where}: unknown section [adapters]")
+        del raw["adapters"]
+    core = _validate(Config, raw, (), where, from_env, problems, known_sections=sorted(sections))
+    adapters = {
+        name: _validate(section.cls, adapter_tables[name], (name,), where, from_env, problems)
+        for name, section in sections.items()
+    }
+    if not problems:
+        problems += [f"{where}: {problem}" for problem in _cross_checks(core)]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return dataclasses.replace(core, adapters=adapters)
 
 
 def with_overrides(config: Config, data_dir: Path | None = None, model: str | None = None) -> Config:
@@ -207,3 +273,135 @@ def with_overrides(config: Config, data_dir: Path | None = None, model: str | No
     if model is not None:
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, id=model))
     return config
+
+
+def _apply_env(
+    raw: dict[str, Any], env: Mapping[str, str], overrides: Mapping[str, tuple[str, ...]]
+) -> dict[tuple[str, ...], str]:
+    """Put each set environment variable's value at its key path in raw; returns which paths came from where."""
+    from_env: dict[tuple[str, ...], str] = {}
+    for var, key_path in overrides.items():
+        value = env.get(var)
+        if not value:
+            continue
+        table = raw
+        for part in key_path[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                break  # `model = 5`: validation says the section must be a table
+        else:
+            table[key_path[-1]] = value
+            from_env[key_path] = var
+    return from_env
+
+
+@functools.cache
+def _type_adapter(cls: type) -> TypeAdapter[Any]:
+    return TypeAdapter(cls)
+
+
+def _validate(
+    cls: type,
+    raw: object,
+    prefix: tuple[str, ...],
+    where: str,
+    from_env: Mapping[tuple[str, ...], str],
+    problems: list[str],
+    known_sections: list[str] | None = None,
+) -> Any:
+    """Validate one table against its dataclass; append a line per problem and return None if there are any."""
+    try:
+        return _type_adapter(cls).validate_python(raw)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = prefix + tuple(str(part) for part in error["loc"])
+            source = from_env.get(loc, where)
+            problems.append(f"{source}: {_describe(cls, loc, prefix, error, known_sections)}")
+    return None
+
+
+_MESSAGES = {
+    "bool_type": "must be true or false",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "string_type": "must be a string",
+    "string_too_short": "must not be empty",
+    "tuple_type": "must be a list",
+    "list_type": "must be a list",
+    "path_type": "must be a string (a directory)",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be greater than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "value_error": "{error}",
+}
+
+
+def _describe(
+    cls: type, loc: tuple[str, ...], prefix: tuple[str, ...], error: Any, known_sections: list[str] | None
+) -> str:
+    """One validation error as `[section] key must be ... (got ...)`."""
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        known = _known_keys(cls, loc[len(prefix) : -1])
+        if len(loc) == 1 and known_sections is not None:  # the top level of the file
+            known += known_sections
+            if isinstance(value, dict):
+                return f"unknown section [{loc[0]}]{_did_you_mean(loc[0], known)}"
+        table = f"[{'.'.join(loc[:-1])}] " if len(loc) > 1 else ""
+        return f"{table}unknown key {loc[-1]}{_did_you_mean(loc[-1], known)}"
+    if kind == "dataclass_type":
+        return f"[{loc[-1]}] must be a table (got {_shown(value)})"
+    if kind == "literal_error":
+        message = "must be one of " + ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+    else:
+        message = _MESSAGES[kind].format(**ctx) if kind in _MESSAGES else error["msg"]
+    shown = "" if SECRET_KEYS & set(loc) else f" (got {_shown(value)})"
+    return f"{_key_path(loc)} {message}{shown}"
+
+
+def _key_path(loc: tuple[str, ...]) -> str:
+    """("discord", "watch_channels", "1") -> "[discord] watch_channels[1]"; ("log_level",) -> "log_level"."""
+    if not loc:
+        return ""
+    if len(loc) == 1:
+        return loc[0]
+    rest = loc[1] + "".join(f"[{part}]" for part in loc[2:])
+    return f"[{loc[0]}] {rest}"
+
+
+def _known_keys(cls: type, loc: tuple[str, ...]) -> list[str]:
+    """The key names allowed in the table at loc (relative to cls), for suggestions."""
+    value: object = cls()
+    for part in loc:
+        value = getattr(value, part, None)
+    if not dataclasses.is_dataclass(value):
+        return []
+    return [f.name for f in dataclasses.fields(value) if f.name != "adapters"]
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _shown(value: object) -> str:
+    """A value as TOML would spell it, shortened."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # inf, nan
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _cross_checks(config: Config) -> list[str]:
+    """Rules between keys of the core sections."""
+    problems = []
+    if config.model.hop_seconds > config.model.window_seconds:
+        problems.append(
+            f"[model] hop_seconds must be at most window_seconds ({config.model.window_seconds:g}), "
+            f"or parts of long sounds are never embedded (got {config.model.hop_seconds:g})"
+        )
+    if config.search.k > config.search.max_k:
+        problems.append(f"[search] k must be at most max_k ({config.search.max_k}) (got {config.search.k})")
+    return problems

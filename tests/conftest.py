@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core.config import Config, ModelConfig, load_config
+from adapters.registry import load_config
+from core.config import Config, ModelConfig
 from tests.support.tiny_clap import build_tiny_clap
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -66,7 +67,11 @@ def make_config(data_dir: Path, model_dir: Path, **sections: dict[str, object]) 
         config, data_dir=data_dir, model=ModelConfig(id=str(model_dir), precision="fp32", batch_size=4)
     )
     for name, values in sections.items():
-        config = dataclasses.replace(config, **{name: dataclasses.replace(getattr(config, name), **values)})
+        if name in config.adapters:  # a platform section: held in config.adapters by adapter name
+            section = dataclasses.replace(config.adapters[name], **values)
+            config = dataclasses.replace(config, adapters={**config.adapters, name: section})
+        else:
+            config = dataclasses.replace(config, **{name: dataclasses.replace(getattr(config, name), **values)})
     return config
 
 

@@ -16,7 +16,8 @@ import yarl
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from adapters.discord import DiscordAdapter, create
+from adapters.discord import create
+from adapters.discord.adapter import DiscordAdapter
 from core.config import Config
 from core.engine import Engine
 from core.messages import Reply, ReplyKind

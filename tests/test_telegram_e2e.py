@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from adapters.telegram import TelegramAdapter, create
+from adapters.telegram import create
+from adapters.telegram.adapter import TelegramAdapter
+from adapters.telegram.config import TelegramConfig
 from adapters.telegram.translate import MENU
-from core.config import ConfigError, TelegramConfig
+from core.config import ConfigError
 from core.engine import Engine
 from core.messages import Command, Reply, ReplyKind, Request
 from tests.conftest import make_config

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from adapters.discord.adapter import DiscordAdapter
-from core.config import DiscordConfig
+from typing import TYPE_CHECKING
+
+from adapters.discord.config import DiscordConfig
 from core.messages import Door
 
-__all__ = ["DiscordAdapter", "create"]
+if TYPE_CHECKING:
+    from adapters.discord.adapter import DiscordAdapter
+
+__all__ = ["create"]
 
 
 def create(door: Door, config: DiscordConfig, global_space: str = "global") -> DiscordAdapter:
     """Build the adapter; the caller awaits start() and stop() inside its lifespan."""
+    from adapters.discord.adapter import DiscordAdapter  # imported here: the config loads without discord
+
     return DiscordAdapter(door, config, global_space)

@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from adapters.discord.config import DiscordConfig
 from adapters.discord.render import BUTTON_ID_PATTERN, Button, Rendered, error, render
 from adapters.discord.translate import (
     DEFAULT_UPLOAD_LIMIT,
@@ -29,7 +30,6 @@ from adapters.discord.translate import (
     slash_request,
     wants_message,
 )
-from core.config import DiscordConfig
 from core.errors import UserError
 from core.messages import Command, Door, Reply, ReplyKind, Request
 

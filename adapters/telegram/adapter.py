@@ -27,6 +27,7 @@ from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from adapters.telegram import render
+from adapters.telegram.config import TelegramConfig
 from adapters.telegram.translate import (
     MENU,
     PLATFORM,
@@ -38,7 +39,7 @@ from adapters.telegram.translate import (
     space_of,
     translate,
 )
-from core.config import ConfigError, TelegramConfig
+from core.config import ConfigError
 from core.errors import TooLarge, UserError
 from core.messages import AudioFile, Command, Door, Reply, ReplyKind, Request
 
