@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench lint
+.PHONY: install run test bench lint typecheck check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,4 +24,10 @@ bench: $(STAMP)
 	$(PY) -m bench.run $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check bot core adapters tests
+	$(VENV)/bin/ruff check bot core adapters tests bench scripts
+	$(VENV)/bin/ruff format --check bot core adapters tests bench scripts
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+check: lint typecheck test

@@ -8,7 +8,7 @@ import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from core.config import ConsoleConfig
 from core.files import local_ref
@@ -38,7 +38,7 @@ def parse_line(
     text = line.strip()
     if not text:
         return None
-    base = {
+    base: dict[str, Any] = {
         "platform": PLATFORM,
         "space": config.space,
         "user": config.user,

@@ -63,4 +63,4 @@ def enabled(config: Config) -> list[str]:
 def create(name: str, door: Door, config: Config) -> Adapter:
     """Import the adapter's package now and hand it the door and only its own section."""
     factory = _resolve(ADAPTERS[name].factory)
-    return factory(door, config.section(name), config.search.global_space)  # type: ignore[no-any-return]
+    return factory(door, config.section(name), config.search.global_space)

@@ -107,8 +107,8 @@ def rounds_of(files: list[Path], rounds: int) -> list[list[Path]]:
 
 async def bulk_indexing(model: str, files: list[Path], work: Path, rounds: int) -> BulkResult:
     """Alternate the naive baseline and shira's importer over the same files; compare speed and vectors."""
-    from core.engine import Engine
     from bot.importer import import_paths
+    from core.engine import Engine
 
     baseline = NaiveBaseline(model)
     baseline.embed(files[0])  # warm-up, not timed

@@ -148,8 +148,8 @@ async def interactive(
     model: str, dim: int, files: list[Path], work: Path, n_text: int, n_voice: int
 ) -> InteractiveResult:
     """Text and voice latency on a warm 10k library, then text latency while a bulk import runs."""
-    from core.engine import Engine
     from bot.importer import import_paths
+    from core.engine import Engine
 
     data = work / "library"
     log.info("building the %d-sample synthetic library", SIZE)

@@ -127,14 +127,17 @@ async def _run_command(args: argparse.Namespace, config: Config) -> int:
         elif args.command == "labels":
             reply = check(await engine.handle(request(Command.IDENTIFY, audio=(local_ref(args.file),), k=args.k)))
             labels = reply.labels[: args.k or config.search.labels]
-            payload = {"labels": [{"label": lb.label, "score": round(lb.score, 6)} for lb in labels]}
-            emit(args, payload, "\n".join(f"{lb.score:6.1%}  {lb.label}" for lb in labels))
+            found = [{"label": lb.label, "score": round(lb.score, 6)} for lb in labels]
+            emit(args, {"labels": found}, "\n".join(f"{lb.score:6.1%}  {lb.label}" for lb in labels))
         elif args.command == "stats":
             stats = check(await engine.handle(request(Command.STATS))).stats
             spaces = check(await engine.handle(request(Command.SPACES))).spaces
             assert stats is not None
-            payload = {**dataclasses.asdict(stats), "spaces": list(spaces)}
-            emit(args, payload, f"{space}: {stats.samples} sounds, {stats.seconds / 60:.1f} minutes")
+            emit(
+                args,
+                {**dataclasses.asdict(stats), "spaces": list(spaces)},
+                f"{space}: {stats.samples} sounds, {stats.seconds / 60:.1f} minutes",
+            )
         elif args.command == "remove":
             reply = check(await engine.handle(request(Command.REMOVE, text=str(args.id))))
             emit(args, {"removed": args.id, "name": reply.title}, reply.text)

@@ -168,6 +168,6 @@ def use_per_clip_linears(modules: list[Any], count: ClipCount) -> int:
     for tree in modules:
         for module in tree.modules():
             if isinstance(module, torch.nn.Linear):
-                module.forward = types.MethodType(forward, module)
+                module.forward = types.MethodType(forward, module)  # type: ignore[method-assign]
                 changed += 1
     return changed

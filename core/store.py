@@ -306,6 +306,7 @@ class SqliteStore:
         is written.
         """
         space_id = await self._space_id(sample.space)
+        assert space_id is not None  # created when missing
         async with self._transaction() as db:
             row = await (
                 await db.execute("SELECT id FROM samples WHERE space_id = ? AND sha256 = ?", (space_id, sample.sha256))

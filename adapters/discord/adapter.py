@@ -188,7 +188,7 @@ class DiscordAdapter:
         kind, _, key = space.removeprefix("discord:").partition(":")
         target: discord.abc.Messageable | None = None
         if kind == "dm" and key.isdigit():
-            target = await self.client.create_dm(discord.Object(int(key)))  # type: ignore[arg-type]
+            target = await self.client.create_dm(discord.Object(int(key)))
         elif kind == "guild" and key.isdigit() and (guild := self.client.get_guild(int(key))) is not None:
             target = guild.system_channel
         if target is None:
@@ -196,7 +196,7 @@ class DiscordAdapter:
             return
         rendered = render(reply)
         file = self._preview(rendered)
-        await target.send(**self._message_kwargs(rendered), file=file)
+        await target.send(**self._message_kwargs(rendered), **_with_file(file))
 
     async def sync_commands(self) -> None:
         """Publish the commands to the dev guild, or globally."""
@@ -353,7 +353,7 @@ class DiscordAdapter:
             rendered = render(await self._handle(req, limit))
             file = self._preview(rendered)
         try:
-            await message.reply(**self._message_kwargs(rendered), file=file, mention_author=False)
+            await message.reply(**self._message_kwargs(rendered), **_with_file(file), mention_author=False)
         except discord.HTTPException:
             log.exception("could not reply to Discord message %s", message.id)
 
@@ -399,3 +399,8 @@ class DiscordAdapter:
             "embed": discord.Embed.from_dict(rendered.embed) if rendered.embed else None,
             "view": view,
         }
+
+
+def _with_file(file: discord.File | None) -> dict[str, Any]:
+    """The file argument of a send, present only when there is a file."""
+    return {"file": file} if file is not None else {}

@@ -83,7 +83,7 @@ class TelegramAdapter:
         self.config = config
         self.global_space = global_space
         self.poll_timeout = poll_timeout
-        self.app: Application = (  # type: ignore[type-arg]
+        self.app: Application = (
             ApplicationBuilder()
             .token(config.token)
             .base_url(config.base_url)
