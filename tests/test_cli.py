@@ -50,6 +50,8 @@ def test_help_lists_the_commands() -> None:
         assert command in proc.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_index_search_similar_labels_stats_remove(tmp_path: Path, library: Path, tiny_model_dir: Path) -> None:
     data = tmp_path / "data"
     first = json.loads(shira(data, tiny_model_dir, "index", str(library), "--space", "lib", "--json").stdout)
@@ -91,6 +93,8 @@ def test_bad_model_path_says_how_to_fix(tmp_path: Path) -> None:
     assert proc.returncode == 3 and "HF_HUB_OFFLINE" in proc.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_killed_index_run_resumes_without_loss_or_duplicates(tmp_path: Path, tiny_model_dir: Path) -> None:
     folder = tmp_path / "many"
     folder.mkdir()

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from adapters.console import ConsoleAdapter, parse_line
 from core.config import ConsoleConfig
 from core.engine import Engine
@@ -73,6 +75,8 @@ async def test_console_session_in_process(engine: Engine, tmp_path: Path) -> Non
     assert await engine.store.count("c") == 2
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_shira_console_process(tmp_path: Path, tiny_model_dir: Path) -> None:
     sound = encode(tone(1.0, 500), tmp_path / "beep.wav")
     script = f"/add {sound} a short beep\n/search beep\n/stats\n/quit\n"

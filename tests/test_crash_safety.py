@@ -36,6 +36,8 @@ def server() -> Iterator[ForkServer]:
     fork_server.close()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_kills_never_lose_acknowledged_additions(server: ForkServer, tmp_path: Path, tiny_model_dir: Path) -> None:
     config = write_config(tmp_path / "shira.toml", tiny_model_dir)
     kinds = ["index", "console"] * 3

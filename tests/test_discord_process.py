@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.discord_api import FakeDiscord, user_payload
 from tests.support.process import shira_run, write_config
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 async def test_shira_run_connects_syncs_and_answers(tmp_path: Path, tiny_model_dir: Path) -> None:
     async with FakeDiscord(token="process-test-token-123") as fake:
         config = write_config(

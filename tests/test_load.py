@@ -11,6 +11,8 @@ import random
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from core.engine import Engine
 from core.messages import AudioRef, Command, Reply, ReplyKind, Request
 from tests.conftest import make_config
@@ -120,6 +122,8 @@ def check_burst(requests: list[Request], replies: list[Reply]) -> Counter[str]:
     return kinds
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 async def test_a_thousand_concurrent_requests(tmp_path: Path, tiny_model_dir: Path) -> None:
     rng = random.Random(1000)
     config = make_config(

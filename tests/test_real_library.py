@@ -18,6 +18,8 @@ UNDECODABLE = {"kick04.ogg", "scratch01.ogg", "wind_chimes01.ogg"}
 pytestmark = pytest.mark.skipif(not LMMS.is_dir(), reason="needs Debian's lmms-common (.ci/run installs it)")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 async def test_mixed_folder_adds_every_decodable_file_once(engine: Engine, tmp_path: Path) -> None:
     folder = tmp_path / "mixed"
     shutil.copytree(LMMS / "drums", folder / "drums")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.telegram_api import FakeTelegram, group_chat, user
 from tests.support.process import STARTUP_SECONDS, shira_run, write_config
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 async def test_shira_run_polls_and_answers(tmp_path: Path, tiny_model_dir: Path) -> None:
     async with FakeTelegram(token="987654:process-test-token") as fake:
         config = write_config(
