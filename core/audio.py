@@ -119,6 +119,12 @@ def ffmpeg_exe() -> str:
     return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
+def _ffmpeg_path() -> str:
+    """ffmpeg_exe() as an absolute path: the child's environment has no PATH to search."""
+    exe = ffmpeg_exe()
+    return shutil.which(exe) or exe
+
+
 def sha256(data: bytes) -> str:
     """Hex sha256 of a file's bytes: the content address."""
     return hashlib.sha256(data).hexdigest()
@@ -167,7 +173,7 @@ class _FFmpeg:
         self._stderr = bytearray()
         limits = [str(max(1, memory_bytes // 1024)), str(self.cpu_seconds)]
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", _WITH_LIMITS, "sh", *limits, ffmpeg_exe(), *_BASE_ARGS, *args],
+            ["/bin/sh", "-c", _WITH_LIMITS, "sh", *limits, _ffmpeg_path(), *_BASE_ARGS, *args],
             stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
