@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -39,12 +39,14 @@ MB = 1024 * 1024
 # MPEG-TS/PS). Playlists (hls, concat), image sequences and devices are not on it, so a file can't be probed into them.
 _FORMATS = "wav,w64,flac,mp3,ogg,aiff,caf,au,aac,ac3,eac3,wv,ape,amr,asf,mov,matroska,avi,mpegts,mpeg"
 # Audio decoders only: a video stream is never decoded (we map audio only), so video decoders are not needed.
-_PCM = "alaw mulaw f16le f24le f32be f32le f64be f64le s8 s16be s16le s24be s24le s32be s32le s64be s64le"
 _DECODERS = ",".join(
-    [f"pcm_{name}" for name in (*_PCM.split(), "u8", "u16be", "u16le", "u24be", "u24le", "u32be", "u32le")]
-    + "adpcm_ms adpcm_ima_wav adpcm_ima_qt flac alac wavpack ape mp1 mp1float mp2 mp2float mp3 mp3float".split()
-    + "aac aac_fixed opus libopus vorbis libvorbis ac3 ac3_fixed eac3 amrnb amrwb libopencore_amrnb".split()
-    + "libopencore_amrwb wmav1 wmav2 wmapro wmalossless".split()
+    """
+    pcm_alaw pcm_mulaw pcm_f16le pcm_f24le pcm_f32be pcm_f32le pcm_f64be pcm_f64le pcm_s8 pcm_s16be pcm_s16le
+    pcm_s24be pcm_s24le pcm_s32be pcm_s32le pcm_s64be pcm_s64le pcm_u8 pcm_u16be pcm_u16le pcm_u24be pcm_u24le
+    pcm_u32be pcm_u32le adpcm_ms adpcm_ima_wav adpcm_ima_qt flac alac wavpack ape mp1 mp1float mp2 mp2float mp3
+    mp3float aac aac_fixed opus libopus vorbis libvorbis ac3 ac3_fixed eac3 amrnb amrwb libopencore_amrnb
+    libopencore_amrwb wmav1 wmav2 wmapro wmalossless
+    """.split()
 )
 # The child's whole environment. MALLOC_ARENA_MAX=1 stops glibc reserving 64 MB of address space per thread, which
 # otherwise makes RLIMIT_AS failures depend on the thread count rather than on what the file needs.
@@ -66,9 +68,7 @@ _REASONS = (
     ("no decoder found", "it uses an audio codec I can't decode"),
     ("Error while opening decoder", "it uses an audio codec I can't decode"),  # not on the decoder whitelist
     ("Protocol '", _REFERS),  # "Protocol 'file' not on whitelist"
-    ("Unsafe file name", _REFERS),  # an ffconcat playlist naming an absolute path or a URL
-    ("Impossible to open", _REFERS),  # an ffconcat playlist naming a relative path
-    ("Not detecting m3u8/hls", _REFERS),  # an HLS playlist
+    ("Not detecting m3u8/hls", _REFERS),  # an HLS playlist through a pipe (a file is "Format not on whitelist")
     ("matches no streams", "it has no audio track"),
     ("does not contain any stream", "it has no audio track"),
     ("Output file #0 does not contain any stream", "it has no audio track"),
@@ -171,6 +171,9 @@ class _FFmpeg:
         self.budget = timeout  # seconds left to wait for ffmpeg
         self.killed = False
         self._stderr = bytearray()
+        self._threads = [threading.Thread(target=self._drain_stderr, name="ffmpeg-stderr", daemon=True)]
+        if stdin is not None:
+            self._threads.append(threading.Thread(target=self._feed, args=(stdin,), name="ffmpeg-stdin", daemon=True))
         limits = [str(max(1, memory_bytes // 1024)), str(self.cpu_seconds)]
         self.proc = subprocess.Popen(
             ["/bin/sh", "-c", _WITH_LIMITS, "sh", *limits, _ffmpeg_path(), *_BASE_ARGS, *args],
@@ -182,13 +185,9 @@ class _FFmpeg:
             cwd="/",
             start_new_session=True,  # its own process group, so the kill on timeout reaches all of it
         )
-        self._threads = [threading.Thread(target=self._drain_stderr, name="ffmpeg-stderr", daemon=True)]
-        if stdin is not None:
-            self._threads.append(threading.Thread(target=self._feed, args=(stdin,), name="ffmpeg-stdin", daemon=True))
-        self._poll = select.poll()  # not select(): the process may have more than 1024 descriptors open
-        assert self.proc.stdout is not None
-        self._poll.register(self.proc.stdout, select.POLLIN)
         try:
+            self._poll = select.poll()  # not select(): the process may have more than 1024 descriptors open
+            self._poll.register(self.proc.stdout.fileno(), select.POLLIN)  # type: ignore[union-attr]
             for thread in self._threads:
                 thread.start()
         except BaseException:
@@ -200,11 +199,6 @@ class _FFmpeg:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
-
-    @property
-    def pid(self) -> int:
-        """ffmpeg's process id."""
-        return self.proc.pid
 
     @property
     def stderr(self) -> str:
@@ -407,7 +401,9 @@ def _source_head(source: bytes | Path, limits: Limits) -> bytes:
     return head
 
 
-def decode_stream(source: bytes | Path, limits: Limits, chunk_seconds: float = 30.0) -> Iterator[np.ndarray]:
+def decode_stream(
+    source: bytes | Path, limits: Limits, chunk_seconds: float = 30.0
+) -> Generator[np.ndarray, None, None]:
     """Decode bytes or a regular file to 48 kHz mono float32 chunks of at most chunk_seconds each, as ffmpeg
     produces them, so memory follows the chunk size, not the input's length. A video's first audio track is used.
 
@@ -419,7 +415,7 @@ def decode_stream(source: bytes | Path, limits: Limits, chunk_seconds: float = 3
     return _stream(source, head, limits, max(1, int(chunk_seconds * SAMPLE_RATE)))
 
 
-def _stream(source: bytes | Path, head: bytes, limits: Limits, chunk: int) -> Iterator[np.ndarray]:
+def _stream(source: bytes | Path, head: bytes, limits: Limits, chunk: int) -> Generator[np.ndarray, None, None]:
     max_samples = int(limits.max_seconds * SAMPLE_RATE)
     total = 0
     with (
