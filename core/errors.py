@@ -11,6 +11,10 @@ class BadAudio(UserError):
     """The file could not be decoded as audio."""
 
 
+class TooCostly(BadAudio):
+    """ffmpeg needed more time, processor time or memory than allowed."""
+
+
 class TooLarge(UserError):
     """The file is bigger than the configured limit."""
 

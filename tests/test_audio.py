@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from core.audio import MB, SAMPLE_RATE, Limits, check_declared, decode, export_preview
-from core.errors import BadAudio, TooLarge, TooLong
-from tests.support.sounds import chirp, encode, tone
+from core.errors import BadAudio, TooCostly, TooLarge, TooLong
+from tests.support.sounds import chirp, encode, ffmpeg_exe, tone
 
 LIMITS = Limits(max_bytes=10 * MB, max_seconds=60, timeout=30)
 
@@ -64,6 +66,37 @@ def test_declared_size_and_duration_are_checked() -> None:
         check_declared(None, 61.0, LIMITS)
 
 
+def test_limits_default_to_a_gigabyte_and_the_timeout() -> None:
+    assert (LIMITS.memory_bytes, LIMITS.cpu_seconds) == (1024 * MB, None)
+    assert issubclass(TooCostly, BadAudio)  # callers that catch BadAudio still catch running out of time or memory
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "reason"),
+    [
+        ("a.mkv", "tta", "it uses an audio codec I can't decode"),  # the decoder is not on the whitelist
+        ("a.flv", "mp3", "it is not in an audio format I recognise"),  # the demuxer is not on the whitelist
+    ],
+)
+def test_formats_outside_the_whitelists_are_refused(tmp_path: Path, name: str, codec: str, reason: str) -> None:
+    path = tmp_path / name
+    lavfi = ["-f", "lavfi", "-i", "sine=frequency=440:duration=1"]
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", *lavfi, "-c:a", codec, str(path)], check=True)
+    with pytest.raises(BadAudio, match=reason):
+        decode(path.read_bytes(), LIMITS)
+
+
+def test_mp4_bytes_leave_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = encode(tone(1.0), tmp_path / "a.m4a").read_bytes()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert decode(data, LIMITS).duration == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(BadAudio):
+        decode(data[: len(data) // 2], LIMITS)  # MP4 without its end: fails, and still cleans up
+    assert list(scratch.iterdir()) == []
+
+
 def test_playlists_cannot_read_local_files(tmp_path: Path) -> None:
     canary = encode(tone(2.0, 1000), tmp_path / "canary.wav")
     concat = f"ffconcat version 1.0\nfile '{canary}'\n".encode()
@@ -81,3 +114,4 @@ def test_preview_fits_the_size_limit(tmp_path: Path) -> None:
         assert 0 < out.stat().st_size <= 60_000
         back = decode(out.read_bytes(), LIMITS)
         assert back.duration > 5  # trimmed or squeezed, but still a real preview
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.flac", "p.mp3", "p.ogg"]  # no temporary file left
