@@ -138,22 +138,6 @@ def check_declared(size: int | None, duration: float | None, limits: Limits) -> 
         raise TooLong(f"That sound lasts {duration:.0f} s; the limit is {limits.max_seconds:.0f} s.")
 
 
-def read_limited(path: Path, limits: Limits) -> bytes:
-    """Read a regular file whole after checking its size against the limit, and never read past the limit
-    (a device such as /dev/zero or a pipe would otherwise be read forever)."""
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise BadAudio(f"Can't read {path.name}: it is not a regular file.")
-        check_declared(info.st_size, None, limits)
-        with path.open("rb") as fh:
-            data = fh.read(limits.max_bytes + 1)
-    except OSError as exc:
-        raise BadAudio(f"Can't read {path.name}: {exc.strerror or exc}.") from exc
-    check_declared(len(data), None, limits)  # it grew while we looked
-    return data
-
-
 class _FFmpeg:
     """One running ffmpeg with its limits applied; close() always kills and reaps it."""
 

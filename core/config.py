@@ -123,6 +123,7 @@ class AudioConfig:
     max_add_seconds: Seconds = 600.0
     max_query_seconds: Seconds = 60.0
     decode_timeout_seconds: Seconds = 60.0
+    ffmpeg_memory_bytes: Count = 1024 * MB  # address space one ffmpeg run may take (it needs ~250 MB to start)
     preview_cache_bytes: Count = 512 * MB  # playable previews kept on disk; least recently used go first
 
 

@@ -48,8 +48,9 @@ class Encoder:
         self._loading = asyncio.Lock()
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         audio = config.audio
-        self.add_limits = Limits(audio.max_add_bytes, audio.max_add_seconds, audio.decode_timeout_seconds)
-        self.query_limits = Limits(audio.max_query_bytes, audio.max_query_seconds, audio.decode_timeout_seconds)
+        timeout, memory = audio.decode_timeout_seconds, audio.ffmpeg_memory_bytes
+        self.add_limits = Limits(audio.max_add_bytes, audio.max_add_seconds, timeout, memory)
+        self.query_limits = Limits(audio.max_query_bytes, audio.max_query_seconds, timeout, memory)
 
     @property
     def depth(self) -> int:

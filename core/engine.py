@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from core.audio import Limits
 from core.commands import Commands
 from core.config import Config
 from core.encoder import Encoder
@@ -34,11 +33,9 @@ class Engine:
         self.store = store
         self.files = files
         self.indexes = indexes
-        audio = config.audio
-        previews = Previews(Path(config.data_dir) / "previews", audio.preview_cache_bytes)
-        preview_limits = Limits(audio.max_add_bytes, audio.max_add_seconds, audio.decode_timeout_seconds)
-        self.library = Library(store, files, indexes, previews, preview_limits)
+        previews = Previews(Path(config.data_dir) / "previews", config.audio.preview_cache_bytes)
         self.encoder = Encoder(config, store)
+        self.library = Library(store, files, indexes, previews, self.encoder.add_limits)
         self.searcher = Searcher(store, self.library, self.encoder, config.search)
         self.ingest = Ingest(config, store, self.library, self.encoder, self.searcher)
         self.commands = Commands(config, store, self.library, self.encoder, self.searcher, self.ingest)
