@@ -15,7 +15,7 @@ from adapters.registry import load_config
 from bot.logs import setup_logging
 from core.config import Config, ConfigError, with_overrides
 from core.errors import ModelLoadError, UserError
-from core.messages import Hit
+from core.messages import Hit, Reply
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("similar", "find sounds like a file")
     p.add_argument("file", type=Path)
     p.add_argument("-k", type=int, help="number of results")
+    p = command("identify", '"which sample is this?": exact match, labels and similar sounds, one line per file')
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("-k", type=int, help="number of similar sounds")
     p = command("labels", '"what sound is this?": zero-shot labels for a file')
     p.add_argument("file", type=Path)
     p.add_argument("-k", type=int, help="number of labels")
@@ -80,6 +83,35 @@ def hit_json(hit: Hit) -> dict[str, Any]:
     }
 
 
+def identify_json(path: Path, reply: Reply) -> dict[str, Any]:
+    """One line of `shira identify --json`: the exact match (or null), labels and similar sounds, or an error."""
+    if reply.is_error:
+        return {"file": str(path), "error": reply.text}
+    exact = reply.exact
+    return {
+        "file": str(path),
+        "exact": None
+        if exact is None
+        else {
+            "id": exact.sample_id,
+            "name": exact.name,
+            "offset": round(exact.offset, 3),
+            "confidence": round(exact.confidence, 4),
+        },
+        "labels": [{"label": lb.label, "score": round(lb.score, 6)} for lb in reply.labels],
+        "results": [
+            {
+                "id": h.sample_id,
+                "name": h.name,
+                "score": round(h.score, 6),
+                "start": round(h.start, 3),
+                "end": round(h.end, 3),
+            }
+            for h in reply.hits
+        ],
+    }
+
+
 def emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
     """Print JSON or text."""
     print(json.dumps(payload, ensure_ascii=False) if getattr(args, "json", False) else text)
@@ -99,7 +131,7 @@ MODEL_FREE = frozenset({"stats", "remove"})  # never load the model (nor import 
 async def _run_command(args: argparse.Namespace, config: Config) -> int:
     from core.engine import Engine
     from core.files import local_ref
-    from core.messages import Command, Reply, Request
+    from core.messages import Command, Request
 
     space = args.space or config.console.space
 
@@ -124,6 +156,13 @@ async def _run_command(args: argparse.Namespace, config: Config) -> int:
         elif args.command == "similar":
             reply = check(await engine.handle(request(Command.SIMILAR, audio=(local_ref(args.file),), k=args.k)))
             emit_hits(args, reply.hits)
+        elif args.command == "identify":
+            failed = 0
+            for path in args.files:  # the model loads once for all of them
+                reply = await engine.handle(request(Command.IDENTIFY, audio=(local_ref(path),), k=args.k))
+                emit(args, identify_json(path, reply), f"{path}: {reply.text}")
+                failed += reply.is_error
+            return 1 if failed else 0
         elif args.command == "labels":
             reply = check(await engine.handle(request(Command.IDENTIFY, audio=(local_ref(args.file),), k=args.k)))
             labels = reply.labels[: args.k or config.search.labels]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections import OrderedDict
@@ -206,12 +207,17 @@ class Commands:
 
     async def _on_identify(self, request: Request) -> Reply:
         embedded = await self._query_audio(request)
+        spaces = self._spaces(request)
         own = await self.store.space_labels(request.space)
-        labels = await self.encoder.labels(embedded.vector, own, max(self.config.search.labels, request.k or 0))
-        query = _Query(self._spaces(request), embedded.vector, "", self._k(request), "Similar sounds")
+        top = max(self.config.search.labels, request.k or 0)
+        labels, exact = await asyncio.gather(
+            self.encoder.labels(embedded.vector, own, top), self.searcher.exact(spaces, embedded.audio.samples)
+        )
+        query = _Query(spaces, embedded.vector, "", self._k(request), "Similar sounds")
         query_id = self._remember(query)
-        hits, has_more = await self.searcher.search_vector(query.spaces, query.vector, "", query.k, 0, request.platform)
-        return replies.identify(labels, hits, query_id, has_more, await self._top_audio(hits, request))
+        hits, has_more = await self.searcher.search_vector(spaces, query.vector, "", query.k, 0, request.platform)
+        audio = await self._top_audio(hits, request)
+        return replies.identify(labels, hits, query_id, has_more, audio, exact)
 
     async def _on_add(self, request: Request) -> Reply:
         ref = self._one_audio(request, "add it")

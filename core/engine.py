@@ -60,6 +60,7 @@ class Engine:
             stack.push_async_callback(engine.encoder.stop)
             if model:
                 await engine.encoder.start()
+                engine.spawn(engine.library.backfill_prints(), "fingerprint-backfill")
                 if warm_labels:
                     engine.spawn(engine.encoder.warm(), "label-warm-up")
             engine.spawn(engine._flush_loop(), "index-flush")

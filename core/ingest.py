@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from core.audio import sha256
@@ -9,6 +10,7 @@ from core.config import Config
 from core.encoder import Encoder
 from core.errors import QuotaExceeded
 from core.files import display_name, safe_ext
+from core.fingerprint import fingerprint, to_blob
 from core.jobs import Priority
 from core.library import Library
 from core.messages import Added
@@ -53,8 +55,12 @@ class Ingest:
             return existing
         await self.check_quota(space)
         audio = await self.encoder.decode(data, self.encoder.add_limits)
-        embedded = await self.encoder.embed_audio(audio, priority, wait=priority == Priority.BULK)
+        embedded, fp = await asyncio.gather(
+            self.encoder.embed_audio(audio, priority, wait=priority == Priority.BULK),
+            asyncio.to_thread(fingerprint, audio.samples),
+        )
         near = await self.searcher.near_duplicates(space, embedded.vector, platform)
+        same_as = await self.searcher.exact((space,), audio.samples)
         search = self.config.search
         labels = await self.encoder.labels(
             embedded.vector, await self.store.space_labels(space), search.autotags, priority
@@ -74,12 +80,14 @@ class Ingest:
             tags=tags,
             platform=platform,
             platform_file_id=platform_file_id,
+            fingerprint=to_blob(fp),
         )
-        change = await self.library.add(sample, data)
+        change = await self.library.add(sample, data, fp)
         if change.duplicate:  # a concurrent addition of the same file won
             return Added(change.sample_id, name, audio.duration, duplicate=True)
         log.info("added #%d %r to %s (%.1f s)", change.sample_id, name, space, audio.duration)
-        return Added(change.sample_id, name, audio.duration, tuple(t for t, _, _ in tags), near_duplicates=tuple(near))
+        tag_names = tuple(t for t, _, _ in tags)
+        return Added(change.sample_id, name, audio.duration, tag_names, near_duplicates=tuple(near), same_as=same_as)
 
     async def _existing(self, space: str, digest: str, name: str) -> Added | None:
         sample_id = await self.store.find_by_sha(space, digest)

@@ -7,13 +7,20 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from core.audio import Limits, decode, export_preview
 from core.errors import NotFound
 from core.files import FileStore
 from core.index import IndexSet
 from core.previews import Previews
+from core.prints import PrintSet
 from core.store import Change, NewSample, SampleRow, Store
+
+if TYPE_CHECKING:
+    from core.fingerprint import Fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,7 @@ class Library:
         self.indexes = indexes
         self.previews = previews
         self.preview_limits = preview_limits
+        self.prints = PrintSet()
         self._lock = asyncio.Lock()
 
     # ----------------------------------------------------------------- indexes
@@ -56,6 +64,18 @@ class Library:
         revision, ids, vectors = await self.store.snapshot(space)
         await asyncio.to_thread(self.indexes.rebuild, space, ids, vectors, revision)
 
+    async def ensure_prints(self, space: str) -> None:
+        """Bring a space's fingerprint index up to the store."""
+        if self._prints_fresh(space, await self.store.revision(space), await self.store.fingerprint_count(space)):
+            return
+        async with self._lock:
+            revision, rows = await self.store.fingerprints(space)
+            if not self._prints_fresh(space, revision, len(rows)):
+                await asyncio.to_thread(self.prints.rebuild, space, revision, rows)
+
+    def _prints_fresh(self, space: str, revision: int, count: int) -> bool:
+        return self.prints.fresh(space, revision, count)
+
     async def flush(self) -> None:
         """Save every changed index."""
         async with self._lock:
@@ -64,7 +84,7 @@ class Library:
 
     # ----------------------------------------------------------------- changes
 
-    async def add(self, sample: NewSample, data: bytes) -> Change:
+    async def add(self, sample: NewSample, data: bytes, fp: Fingerprint | None = None) -> Change:
         """Store the file and commit the row in one step; a failure after the commit is repaired, not reported."""
 
         async def store_file(row: NewSample) -> NewSample:
@@ -78,6 +98,8 @@ class Library:
                 await self._apply(
                     space, change, lambda: self.indexes.add(space, change.sample_id, sample.vector, change.revision)
                 )
+                if fp is None or not self.prints.add(space, change.sample_id, fp, change.revision):
+                    self.prints.forget(space)
         return change
 
     async def remove(self, space: str, sample_id: int) -> SampleRow:
@@ -88,6 +110,8 @@ class Library:
             if row is None or change is None:
                 raise NotFound(f"There is no sound #{sample_id} in this library.")
             await self._apply(space, change, lambda: self.indexes.remove(space, sample_id, change.revision))
+            if not self.prints.remove(space, sample_id, change.revision):
+                self.prints.forget(space)
         await self.sweep([row.sha256])
         return row
 
@@ -118,6 +142,29 @@ class Library:
         if unused:
             log.info("swept %d unreferenced file(s)", len(unused))
         return unused
+
+    async def backfill_prints(self, batch: int = 32) -> int:
+        """Fingerprint samples stored before fingerprints existed; resumable (each is committed on its own)."""
+        from core.fingerprint import Fingerprint, fingerprint, to_blob
+
+        done = 0
+        while rows := await self.store.without_fingerprints(batch):
+            for row in rows:
+                try:
+                    original = self.files.path(row.sha256, row.ext)
+                    data = await asyncio.to_thread(original.read_bytes)
+                    audio = await asyncio.to_thread(decode, data, self.preview_limits)
+                    fp = await asyncio.to_thread(fingerprint, audio.samples)
+                except Exception as exc:  # an unreadable original: store an empty print so it isn't retried forever
+                    log.warning("could not fingerprint #%d (%s): %s", row.id, row.name, exc)
+                    fp = Fingerprint(np.zeros(0, np.uint32), np.zeros(0, np.uint32))
+                async with self._lock:
+                    if await self.store.set_fingerprint(row.id, to_blob(fp)):
+                        self.prints.backfilled(row.space, row.id, fp)
+                done += 1
+        if done:
+            log.info("fingerprinted %d older sample(s)", done)
+        return done
 
     async def remember_file_id(self, sample_id: int, platform: str, file_id: str) -> None:
         """Store a platform's reusable handle for a sample."""

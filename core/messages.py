@@ -103,6 +103,16 @@ class Label:
 
 
 @dataclass(frozen=True)
+class ExactMatch:
+    """A library sample this very recording comes from (fingerprints line up), and where in it."""
+
+    sample_id: int
+    name: str
+    offset: float  # seconds: where the query starts inside the sample (negative when it starts before it)
+    confidence: float  # 0..1, calibrated so that sounds not in the library stay below the threshold
+
+
+@dataclass(frozen=True)
 class AudioFile:
     """A sample the adapter may send as playable audio."""
 
@@ -125,6 +135,7 @@ class Added:
     tags: tuple[str, ...] = ()
     duplicate: bool = False  # True: exact copy, nothing was stored; sample_id is the existing one
     near_duplicates: tuple[Hit, ...] = ()
+    same_as: ExactMatch | None = None  # a re-recording of a sample already in the library
 
 
 @dataclass(frozen=True)
@@ -147,6 +158,7 @@ class Reply:
     title: str = ""  # the heading of results ('Results for "rain"'), or the removed sample's name
     hits: tuple[Hit, ...] = ()
     labels: tuple[Label, ...] = ()
+    exact: ExactMatch | None = None  # "what sound is this?": the library sample it is, when fingerprints say so
     added: Added | None = None
     audio: AudioFile | None = None
     stats: SpaceStats | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.messages import Added, AudioFile, Hit, Label, Reply, ReplyKind, SpaceStats
+from core.messages import Added, AudioFile, ExactMatch, Hit, Label, Reply, ReplyKind, SpaceStats
 
 HELP = """shira finds sounds by meaning.
 /search <words>        find sounds in this library by description
@@ -58,9 +58,26 @@ def results(
     )
 
 
-def identify(labels: list[Label], hits: list[Hit], query_id: str, has_more: bool, audio: AudioFile | None) -> Reply:
-    """The answer to "what sound is this?"."""
-    parts = ["This sounds like:", *(label_line(label) for label in labels)]
+def exact_line(exact: ExactMatch) -> str:
+    """The exact identification as a sentence."""
+    if exact.offset >= 0:
+        where = f"from {clock(exact.offset)}"
+    else:
+        where = f"starting {clock(-exact.offset)} before it"
+    return f"That's #{exact.sample_id} {exact.name}, {where} (confidence {exact.confidence:.0%})."
+
+
+def identify(
+    labels: list[Label],
+    hits: list[Hit],
+    query_id: str,
+    has_more: bool,
+    audio: AudioFile | None,
+    exact: ExactMatch | None = None,
+) -> Reply:
+    """The answer to "what sound is this?": the exact match if there is one, then labels, then similar sounds."""
+    parts = [exact_line(exact), ""] if exact is not None else []
+    parts += ["This sounds like:", *(label_line(label) for label in labels)]
     if hits:
         parts += ["", "Closest sounds in this library:", *(hit_line(i + 1, h) for i, h in enumerate(hits))]
     else:
@@ -70,6 +87,7 @@ def identify(labels: list[Label], hits: list[Hit], query_id: str, has_more: bool
         "\n".join(parts),
         title="This sounds like",
         labels=tuple(labels),
+        exact=exact,
         hits=tuple(hits),
         query_id=query_id,
         has_more=has_more,
@@ -84,6 +102,9 @@ def added(result: Added) -> Reply:
     lines = [f"Added #{result.sample_id} {result.name} ({result.duration:.1f} s)."]
     if result.tags:
         lines.append("Tags: " + ", ".join(result.tags))
+    if result.same_as is not None:
+        same = result.same_as
+        lines.append(f"It looks like a recording of #{same.sample_id} {same.name} ({same.confidence:.0%} sure).")
     for near in result.near_duplicates:
         lines.append(f"Very similar to #{near.sample_id} {near.name} ({near.score:.3f}).")
     return Reply(ReplyKind.ADDED, "\n".join(lines), added=result)

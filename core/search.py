@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.index import IndexSet
-from core.messages import Hit
+from core.messages import ExactMatch, Hit
 
 if TYPE_CHECKING:
     from core.config import SearchConfig
@@ -47,6 +47,9 @@ def best_window(query: np.ndarray, windows: list[tuple[float, float, np.ndarray]
     scores = [float(np.dot(vector, query)) for _, _, vector in windows]
     start, end, _ = windows[int(np.argmax(scores))]
     return start, end
+
+
+EXACT_QUERY_SECONDS = 30.0  # the part of a query (or an addition) that is matched by fingerprints
 
 
 def pool_size(k: int, page: int) -> int:
@@ -114,6 +117,21 @@ class Searcher:
             self.encoder.embed_text(text), self.store.lexical(list(spaces), text, pool_size(k, page))
         )
         return vector, lexical
+
+    async def exact(self, spaces: tuple[str, ...], samples: np.ndarray) -> ExactMatch | None:
+        """The library sample this recording is, by landmark fingerprints, or None ("no exact match")."""
+        from core.fingerprint import decide, query_fingerprint
+
+        for space in spaces:
+            await self.library.ensure_prints(space)
+        query = await asyncio.to_thread(query_fingerprint, samples[: int(EXACT_QUERY_SECONDS * 48_000)])
+        found = decide(self.library.prints.match(spaces, query))
+        if found is None:
+            return None
+        row = await self.store.get_sample(found.sample_id)
+        if row is None or row.space not in spaces:
+            return None
+        return ExactMatch(found.sample_id, row.name, found.offset, found.confidence)
 
     async def near_duplicates(self, space: str, vector: np.ndarray, platform: str) -> list[Hit]:
         """Stored sounds whose vectors are nearly the same as this one."""

@@ -105,6 +105,13 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT 'samples', max(coalesce((SELECT max(id) FROM samples), 0),
                               coalesce((SELECT max(rowid) FROM samples_fts), 0));
     """,
+    # v3: landmark fingerprints of each sample, written with it (core/fingerprint.py; older samples are backfilled)
+    """
+    CREATE TABLE fingerprints (
+        sample_id INTEGER PRIMARY KEY REFERENCES samples(id) ON DELETE CASCADE,
+        data BLOB NOT NULL
+    );
+    """,
 )
 
 
@@ -151,6 +158,7 @@ class NewSample:
     tags: tuple[tuple[str, float | None, bool], ...] = ()  # (tag, score, auto)
     platform: str = ""
     platform_file_id: str | None = None
+    fingerprint: bytes | None = None  # core.fingerprint.to_blob of the whole sound
 
 
 def to_blob(vector: np.ndarray) -> bytes:
@@ -199,6 +207,10 @@ class Store(Protocol):
     async def get_samples(self, ids: list[int]) -> dict[int, SampleRow]: ...
     async def vectors(self, space: str) -> tuple[np.ndarray, np.ndarray]: ...
     async def sample_vectors(self, ids: list[int]) -> dict[int, np.ndarray]: ...
+    async def fingerprints(self, space: str) -> tuple[int, list[tuple[int, bytes]]]: ...
+    async def set_fingerprint(self, sample_id: int, data: bytes) -> bool: ...
+    async def fingerprint_count(self, space: str) -> int: ...
+    async def without_fingerprints(self, limit: int) -> list[SampleRow]: ...
     async def segments(self, ids: list[int]) -> dict[int, list[tuple[float, float, np.ndarray]]]: ...
     async def lexical(self, spaces: list[str], query: str, limit: int) -> list[int]: ...
     async def file_ids(self, ids: list[int], platform: str) -> dict[int, str]: ...
@@ -350,6 +362,10 @@ class SqliteStore:
                 "INSERT INTO samples_fts (rowid, name, description, tags) VALUES (?, ?, ?, ?)",
                 (sample_id, fts_text(sample.name), sample.description, " ".join(t for t, _, _ in sample.tags)),
             )
+            if sample.fingerprint is not None:
+                await db.execute(
+                    "INSERT INTO fingerprints (sample_id, data) VALUES (?, ?)", (sample_id, sample.fingerprint)
+                )
             revision = await self._bump(db, space_id)
         return Change(sample_id, revision, sample.sha256)
 
@@ -468,6 +484,55 @@ class SqliteStore:
         if not rows:
             return ids, np.zeros((0, 0), np.float32)
         return ids, np.stack([from_blob(r["embedding"]) for r in rows])
+
+    async def fingerprints(self, space: str) -> tuple[int, list[tuple[int, bytes]]]:
+        """A space's revision with the fingerprints of its samples, read in one transaction."""
+        async with self._lock:
+            await self.db.execute("BEGIN")
+            try:
+                revision = await self.revision(space)
+                rows = await (
+                    await self.db.execute(
+                        "SELECT f.sample_id, f.data FROM fingerprints f JOIN samples s ON s.id = f.sample_id"
+                        " JOIN spaces p ON p.id = s.space_id WHERE p.key = ? ORDER BY f.sample_id",
+                        (space,),
+                    )
+                ).fetchall()
+            finally:
+                await self.db.execute("COMMIT")
+        return revision, [(int(r["sample_id"]), bytes(r["data"])) for r in rows]
+
+    async def set_fingerprint(self, sample_id: int, data: bytes) -> bool:
+        """Store a sample's fingerprint (a backfill); False if the sample is gone."""
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "INSERT OR REPLACE INTO fingerprints (sample_id, data) SELECT id, ? FROM samples WHERE id = ?",
+                (data, sample_id),
+            )
+        return cursor.rowcount > 0
+
+    async def fingerprint_count(self, space: str) -> int:
+        """How many samples of a space have fingerprints."""
+        row = await (
+            await self.db.execute(
+                "SELECT count(*) AS n FROM fingerprints f JOIN samples s ON s.id = f.sample_id"
+                " JOIN spaces p ON p.id = s.space_id WHERE p.key = ?",
+                (space,),
+            )
+        ).fetchone()
+        return int(row["n"])  # type: ignore[index]
+
+    async def without_fingerprints(self, limit: int) -> list[SampleRow]:
+        """Samples stored before fingerprints existed, oldest first."""
+        rows = await (
+            await self.db.execute(
+                "SELECT s.id FROM samples s LEFT JOIN fingerprints f ON f.sample_id = s.id"
+                " WHERE f.sample_id IS NULL ORDER BY s.id LIMIT ?",
+                (limit,),
+            )
+        ).fetchall()
+        found = await self.get_samples([int(r["id"]) for r in rows])
+        return [found[i] for i in sorted(found)]
 
     async def sample_vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
         """Sample-level vectors for these ids."""

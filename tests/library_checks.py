@@ -41,6 +41,12 @@ def store_problems(data_dir: Path, allow_orphan_files: bool = False) -> list[str
                 f"FTS rows and samples differ: only in FTS {sorted(fts - set(samples))[:5]},"
                 f" only in samples {sorted(set(samples) - fts)[:5]}"
             )
+        if "fingerprints" in tables:
+            printed = {r[0] for r in _rows(db, "SELECT sample_id FROM fingerprints")}
+            if missing := sorted(set(samples) - printed):
+                problems.append(f"samples without fingerprints: {missing[:5]}")
+            if stray := sorted(printed - set(samples)):
+                problems.append(f"fingerprints of removed samples: {stray[:5]}")
         with_segments = {r[0] for r in _rows(db, "SELECT DISTINCT sample_id FROM segments")}
         if missing := sorted(set(samples) - with_segments):
             problems.append(f"samples without segments: {missing[:5]}")

@@ -38,7 +38,7 @@ def test_the_network_guard_refuses_non_loopback_addresses() -> None:
 DOOR_MODULES = {"core.messages", "core.config", "core.errors", "core.phrases"}
 DOOR_NAMES = {
     "core.files": {"local_ref", "is_audio_name", "attachment_name"},
-    "core.replies": {"hit_line"},
+    "core.replies": {"hit_line", "exact_line"},
     "core.engine": {"Engine"},  # only the composition root in bot/ opens it
 }
 

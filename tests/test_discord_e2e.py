@@ -514,3 +514,23 @@ async def test_a_wrong_token_fails_start_cleanly(world: World) -> None:
     assert world.fake.api_base_url == Route.BASE  # the running bot's endpoints are untouched
     outcome = await slash(world, "help", world.bob)
     assert "search" in outcome.embed["description"]
+
+
+async def test_an_exact_match_leads_the_answer_to_a_voice_message(world: World, tmp_path: Path) -> None:
+    from tests.test_identify import melody
+
+    fake = world.fake
+    song = encode(melody(8.0, seed=21), tmp_path / "riff.wav").read_bytes()
+    added = await slash(world, "add", world.ann, file=fake.add_attachment("riff.wav", song, "audio/wav"))
+    riff = sample_id(added)
+    excerpt = encode(melody(8.0, seed=21)[3 * 48_000 : 6 * 48_000], tmp_path / "clip.ogg", "ogg").read_bytes()
+    posts = rf"/channels/{fake.channel_id}/messages"
+    before = len(fake.find("POST", posts))
+    voice = fake.add_attachment("voice-message.ogg", excerpt, "audio/ogg", voice=True)
+    await fake.dispatch(
+        "MESSAGE_CREATE", fake.user_message(world.bob, attachments=(voice,), voice=True, mention_bot=True)
+    )
+    reply = (await fake.wait_for("POST", posts, count=before + 1))[-1]
+    embed = reply.body["embeds"][0]
+    assert embed["description"].startswith(f"That's #{riff} riff.wav, from 0:03"), embed
+    assert [f["name"] for f in embed["fields"]][:2] == ["Sounds like", "Closest samples"]

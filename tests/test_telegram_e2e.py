@@ -488,3 +488,20 @@ async def test_a_missing_or_wrong_token_fails_clearly(bot: Running) -> None:
             await adapter.start()
         assert "111:wrong" not in str(refused.value) and refused.value.__cause__ is None
         assert not adapter.app.running and not fake.calls  # refused at the door: nothing was recorded
+
+
+async def test_an_exact_match_leads_the_answer_to_a_voice_note(bot: Running, tmp_path: Path) -> None:
+    from tests.test_identify import melody
+
+    fake = bot.fake
+    eve = user(107, "Eve")
+    chat = private_chat(eve)
+    song = fake.add_file(encode(melody(8.0, seed=31), tmp_path / "riff.ogg", "ogg").read_bytes(), kind="voice")
+    added = await answer(fake, fake.push_message(chat, eve, caption="/add a riff", voice=song.as_voice(duration=8)))
+    riff = sample_id(added)
+    clip = encode(melody(8.0, seed=31)[2 * 48_000 : 5 * 48_000], tmp_path / "clip.ogg", "ogg").read_bytes()
+    query = fake.add_file(clip, kind="voice")
+    text = await answer(fake, fake.push_message(chat, eve, voice=query.as_voice(duration=3)))
+    body = text.params["text"]
+    assert re.match(rf"<b>That's #{riff} [^,]+, from 0:02", body), body
+    assert body.index("That's") < body.index("<b>It sounds like</b>") < body.index("<b>Closest sounds here</b>")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.messages import AudioFile, Command, Hit, Reply, ReplyKind
+from core.replies import exact_line
 
 BUTTON_PREFIX = "shira"
 BUTTON_ID_PATTERN = rf"{BUTTON_PREFIX}:(?P<command>page|more|play):(?P<arg>[^\s]+)"
@@ -145,7 +146,8 @@ def _results(reply: Reply) -> Rendered:
 def _identify(reply: Reply) -> Rendered:
     labels = "\n".join(f"**{label.label}** — {label.score:.0%}" for label in reply.labels) or "No idea, sorry."
     fields = [_field("Sounds like", labels), _field("Closest samples", _hits_text(reply.hits, MAX_FIELD))]
-    embed = _embed(reply, "What sound is this?", fields=fields)
+    exact = exact_line(reply.exact) if reply.exact is not None else ""
+    embed = _embed(reply, "What sound is this?", exact, fields=fields)
     return Rendered(embed=embed, buttons=_hit_buttons(reply), attach=reply.audio)
 
 

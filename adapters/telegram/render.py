@@ -17,6 +17,7 @@ from telegram import (
 
 from adapters.telegram.translate import INLINE_RESULTS, parse_file_handle
 from core.messages import Added, AudioFile, Hit, Label, Reply, ReplyKind
+from core.replies import exact_line
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def render_results(reply: Reply) -> Rendered:
 
 def render_identify(reply: Reply) -> Rendered:
     """Labels for "what sound is this?", the closest samples, and the best match as audio."""
-    head: list[str] = []
+    head: list[str] = [f"<b>{escape(exact_line(reply.exact))}</b>", ""] if reply.exact is not None else []
     if reply.labels:
         head += ["<b>It sounds like</b>", *[label_line(label) for label in reply.labels]]
     lines: list[str] = []
@@ -170,7 +171,7 @@ def render_identify(reply: Reply) -> Rendered:
     else:
         lines = ["", "No similar sounds in this library yet. Add some with /add."]
     if not head:
-        head = [escape(reply.text.splitlines()[0]) if reply.text else "<b>What I heard</b>"]
+        head = ["<b>What I heard</b>"]
     return Rendered(_fit(head, lines, []), hits_keyboard(reply) if reply.hits else None, reply.audio)
 
 
