@@ -28,7 +28,13 @@ _SIMPLE = {
     "more": Command.MORE,
     "labels": Command.LABELS,
 }
-_WITH_FILE = {"add": Command.ADD, "similar": Command.SIMILAR, "identify": Command.IDENTIFY, "what": Command.IDENTIFY}
+_WITH_FILE = {
+    "add": Command.ADD,
+    "similar": Command.SIMILAR,
+    "identify": Command.IDENTIFY,
+    "what": Command.IDENTIFY,
+    "timeline": Command.TIMELINE,
+}
 
 
 def parse_line(

@@ -15,7 +15,7 @@ from adapters.registry import load_config
 from bot.logs import setup_logging
 from core.config import Config, ConfigError, with_overrides
 from core.errors import ModelLoadError, UserError
-from core.messages import Hit, Reply
+from core.messages import Door, Hit, Reply, Request
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("identify", '"which sample is this?": exact match, labels and similar sounds, one line per file')
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("-k", type=int, help="number of similar sounds")
+    p = command("timeline", "which sounds occur when in a long recording or a video")
+    p.add_argument("file", type=Path)
+    p.add_argument("--labels", default="", help='comma-separated labels, e.g. "dog, siren" (default: the library\'s)')
+    p.add_argument("--srt", type=Path, help="write SubRip subtitles here")
+    p.add_argument("--vtt", type=Path, help="write WebVTT subtitles here")
+    p.add_argument("--png", type=Path, help="write the chart here")
     p = command("labels", '"what sound is this?": zero-shot labels for a file')
     p.add_argument("file", type=Path)
     p.add_argument("-k", type=int, help="number of labels")
@@ -131,7 +137,7 @@ MODEL_FREE = frozenset({"stats", "remove"})  # never load the model (nor import 
 async def _run_command(args: argparse.Namespace, config: Config) -> int:
     from core.engine import Engine
     from core.files import local_ref
-    from core.messages import Command, Request
+    from core.messages import Command
 
     space = args.space or config.console.space
 
@@ -163,6 +169,8 @@ async def _run_command(args: argparse.Namespace, config: Config) -> int:
                 emit(args, identify_json(path, reply), f"{path}: {reply.text}")
                 failed += reply.is_error
             return 1 if failed else 0
+        elif args.command == "timeline":
+            await _timeline(args, engine, request(Command.TIMELINE, audio=(local_ref(args.file),), text=args.labels))
         elif args.command == "labels":
             reply = check(await engine.handle(request(Command.IDENTIFY, audio=(local_ref(args.file),), k=args.k)))
             labels = reply.labels[: args.k or config.search.labels]
@@ -187,6 +195,43 @@ async def _run_command(args: argparse.Namespace, config: Config) -> int:
             await console.start()
             await console.wait()
     return 0
+
+
+async def _timeline(args: argparse.Namespace, door: Door, ask: Request) -> None:
+    """Run a timeline with a progress bar, write the files asked for, print the summary or the JSON."""
+    import dataclasses as dc
+
+    from core.cues import to_json
+
+    bar = _seconds_bar(not args.json)
+
+    async def progress(seconds: float) -> None:
+        if bar is not None:
+            bar.update(seconds - bar.n)
+
+    try:
+        reply = await door.handle(dc.replace(ask, progress=progress))
+    finally:
+        if bar is not None:
+            bar.close()
+    timeline = reply.timeline
+    if reply.is_error or timeline is None:
+        raise UserError(reply.text)
+    for path, content in ((args.srt, timeline.srt), (args.vtt, timeline.vtt)):
+        if path is not None:
+            path.write_text(content, encoding="utf-8")
+    if args.png is not None:
+        args.png.write_bytes(timeline.png)
+    emit(args, to_json(timeline.events, timeline.duration), reply.text)
+
+
+def _seconds_bar(show: bool) -> Any:
+    """A progress bar in seconds of audio on stderr, when it is a terminal."""
+    if not show or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(unit="s", desc="listening", file=sys.stderr, bar_format="{desc}: {n:.0f} s of audio [{elapsed}]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import replies
+from core.analyse import Analyser
 from core.audio import Limits, check_declared
 from core.config import Config
 from core.encoder import Embedded, Encoder
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 QUERY_CACHE = 512
 PREVIEW_FORMAT = "ogg"
 OPERATOR = "cli"  # the command line is the operator's own: no rate limit, may list every library
+MAX_TIMELINE_LABELS = 50  # labels a user may list for one timeline
 FREE = frozenset({Command.HELP, Command.START, Command.REMEMBER})
 
 
@@ -56,6 +58,7 @@ class Commands:
         encoder: Encoder,
         searcher: Searcher,
         ingest: Ingest,
+        analyser: Analyser,
     ) -> None:
         self.config = config
         self.store = store
@@ -63,6 +66,7 @@ class Commands:
         self.encoder = encoder
         self.searcher = searcher
         self.ingest = ingest
+        self.analyser = analyser
         self.limiter = RateLimiter(config.limits.requests_per_minute)
         self._queries: OrderedDict[str, _Query] = OrderedDict()
         self._handlers: dict[Command, Callable[[Request], Awaitable[Reply]]] = {
@@ -80,6 +84,7 @@ class Commands:
             Command.LABELS: self._on_labels,
             Command.REMEMBER: self._on_remember,
             Command.SPACES: self._on_spaces,
+            Command.TIMELINE: self._on_timeline,
         }
 
     async def handle(self, request: Request) -> Reply:
@@ -276,6 +281,14 @@ class Commands:
             raise NotAllowed("Only the operator can list every library.")
         spaces = tuple(await self.store.spaces())
         return Reply(ReplyKind.TEXT, "\n".join(spaces) or "No libraries yet.", spaces=spaces)
+
+    async def _on_timeline(self, request: Request) -> Reply:
+        ref = self._one_audio(request, "make a timeline of")
+        self.encoder.check_room()
+        data = await self._fetch(ref, self.analyser.limits)
+        labels = [" ".join(part.split()) for part in request.text.split(",") if part.strip()][:MAX_TIMELINE_LABELS]
+        labels = labels or await self.store.space_labels(request.space) or await self.encoder.vocabulary()
+        return replies.timeline(await self.analyser.timeline(data, labels, request.progress))
 
     async def _on_labels(self, request: Request) -> Reply:
         action, _, label = request.text.strip().partition(" ")

@@ -189,6 +189,24 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class TimelineConfig:
+    """Sound-event timelines of long recordings and videos (core/timeline.py, core/analyse.py)."""
+
+    __pydantic_config__ = SECTION
+
+    window_seconds: Seconds = 2.0  # each window is scored on its own; at most 10 (CLAP's own window)
+    hop_seconds: Seconds = 0.5  # at most window_seconds; an event's edges are known to about this
+    max_seconds: Seconds = 7200.0  # the longest recording analysed (2 hours)
+    max_bytes: Count = 200 * MB  # the largest file accepted for a timeline
+    on_threshold: Fraction = 0.75  # an event starts where its calibrated score reaches this
+    off_threshold: Fraction = 0.5  # and lasts while it stays above this (at most on_threshold)
+    min_event_seconds: Float = 1.0
+    merge_gap_seconds: Float = 1.0  # one event, not two, across gaps shorter than this
+    max_labels_per_moment: Count = 2
+    chart_rows: Count = 8  # labels shown in the picture
+
+
+@dataclass(frozen=True)
 class Section:
     """A config section defined outside the core (an adapter's): its dataclass and its environment overrides."""
 
@@ -211,6 +229,7 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    timeline: TimelineConfig = field(default_factory=TimelineConfig)
     adapters: Mapping[str, Any] = field(default_factory=dict, hash=False)  # filled at load from the given sections
 
     def section(self, name: str) -> Any:
@@ -398,6 +417,14 @@ def _shown(value: object) -> str:
 def _cross_checks(config: Config) -> list[str]:
     """Rules between keys of the core sections."""
     problems = []
+    timeline = config.timeline
+    if timeline.hop_seconds > timeline.window_seconds or timeline.window_seconds > 10:
+        problems.append(
+            "[timeline] needs hop_seconds <= window_seconds <= 10 "
+            f"(got window {timeline.window_seconds:g}, hop {timeline.hop_seconds:g})"
+        )
+    if timeline.off_threshold > timeline.on_threshold:
+        problems.append("[timeline] off_threshold must be at most on_threshold")
     if config.model.hop_seconds > config.model.window_seconds:
         problems.append(
             f"[model] hop_seconds must be at most window_seconds ({config.model.window_seconds:g}), "

@@ -153,6 +153,20 @@ class Encoder:
             self._text_cache.popitem(last=False)
         return vector
 
+    async def embed_windows(self, clips: list[np.ndarray], priority: Priority) -> np.ndarray:
+        """Vectors of clips already cut to length (a timeline's windows), waiting for room in the queue."""
+        _, queue = await self._jobs()
+        return await queue.embed_clips(clips, priority, wait=True)
+
+    async def vocabulary(self) -> list[str]:
+        """The built-in label vocabulary."""
+        return list((await self._labels()).vocabulary)
+
+    async def label_vectors(self, labels: list[str]) -> tuple[np.ndarray, float]:
+        """The labels' prompt vectors (cached) and the model's logit scale."""
+        labeler = await self._labels()
+        return await labeler.vectors(labels), labeler.logit_scale
+
     async def labels(
         self, vector: np.ndarray, extra: list[str], top: int, priority: Priority = Priority.INTERACTIVE
     ) -> list[Label]:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+from core.analyse import Analyser
 from core.commands import Commands
 from core.config import Config
 from core.encoder import Encoder
@@ -38,7 +39,9 @@ class Engine:
         self.library = Library(store, files, indexes, previews, self.encoder.add_limits)
         self.searcher = Searcher(store, self.library, self.encoder, config.search)
         self.ingest = Ingest(config, store, self.library, self.encoder, self.searcher)
-        self.commands = Commands(config, store, self.library, self.encoder, self.searcher, self.ingest)
+        timeout = max(config.audio.decode_timeout_seconds, config.timeline.max_seconds / 10)
+        self.analyser = Analyser(config.timeline, self.encoder, config.audio.ffmpeg_memory_bytes, timeout)
+        self.commands = Commands(config, store, self.library, self.encoder, self.searcher, self.ingest, self.analyser)
         self._tasks: set[asyncio.Task[object]] = set()
 
     @classmethod

@@ -6,7 +6,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from core.timeline import Event
 
 
 class Command(StrEnum):
@@ -26,6 +29,7 @@ class Command(StrEnum):
     LABELS = "labels"  # text "add X" / "remove X" / "" manages the space's own labels
     REMEMBER = "remember"  # text is a sample id; file_id is the platform's reusable handle for it
     SPACES = "spaces"  # the operator's list of every library (the CLI only)
+    TIMELINE = "timeline"  # audio[0] is a long recording or a video; text may list labels ("dog, siren")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Request:
     fresh_upload: bool = False  # the platform refused its stored handle: prepare a preview anyway
     file_id: str = ""  # with Command.REMEMBER
     bulk: bool = False  # an addition that may wait behind interactive work (bulk import)
+    progress: Callable[[float], Awaitable[None]] | None = None  # told the seconds analysed so far (timelines)
 
 
 class ReplyKind(StrEnum):
@@ -75,6 +80,7 @@ class ReplyKind(StrEnum):
     AUDIO = "audio"
     ERROR = "error"
     BUSY = "busy"
+    TIMELINE = "timeline"
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,18 @@ class Added:
 
 
 @dataclass(frozen=True)
+class Timeline:
+    """Which sounds occur when in a recording: events, a one-line summary, a chart and subtitles."""
+
+    duration: float
+    events: tuple[Event, ...]
+    summary: str  # "mostly speech; dog barking at 3:10–3:25"
+    png: bytes  # time on x, the top labels as rows, score as intensity
+    srt: str
+    vtt: str
+
+
+@dataclass(frozen=True)
 class SpaceStats:
     """Counts for one library."""
 
@@ -168,6 +186,7 @@ class Reply:
     has_more: bool = False
     error_id: str | None = None
     spaces: tuple[str, ...] = ()  # with Command.SPACES
+    timeline: Timeline | None = None  # with Command.TIMELINE
 
     @property
     def is_error(self) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from core.messages import Added, AudioFile, ExactMatch, Hit, Label, Reply, ReplyKind, SpaceStats
+from core.messages import Added, AudioFile, ExactMatch, Hit, Label, Reply, ReplyKind, SpaceStats, Timeline
+
+MAX_EVENT_LINES = 20  # events listed in the text; the subtitles have them all
 
 HELP = """shira finds sounds by meaning.
 /search <words>        find sounds in this library by description
@@ -117,6 +119,17 @@ def stats(value: SpaceStats, queue_depth: int) -> Reply:
         f"{value.labels} custom labels. Queue: {queue_depth} waiting."
     )
     return Reply(ReplyKind.STATS, text, stats=value)
+
+
+def timeline(value: Timeline) -> Reply:
+    """A timeline: its summary, then each event with its times."""
+    from core.timeline import clock as at
+
+    lines = [f"Timeline of {at(value.duration)}: {value.summary}."]
+    lines += [f"{at(e.start)}–{at(e.end)}  {e.label} ({e.score:.0%})" for e in value.events[:MAX_EVENT_LINES]]
+    if len(value.events) > MAX_EVENT_LINES:
+        lines.append(f"… and {len(value.events) - MAX_EVENT_LINES} more in the subtitles.")
+    return Reply(ReplyKind.TIMELINE, "\n".join(lines), title="Timeline", timeline=value)
 
 
 def text(message: str) -> Reply:
