@@ -66,15 +66,12 @@ class Library:
 
     async def ensure_prints(self, space: str) -> None:
         """Bring a space's fingerprint index up to the store."""
-        if self._prints_fresh(space, await self.store.revision(space), await self.store.fingerprint_count(space)):
+        if self.prints.fresh(space, await self.store.revision(space), await self.store.fingerprint_count(space)):
             return
         async with self._lock:
             revision, rows = await self.store.fingerprints(space)
-            if not self._prints_fresh(space, revision, len(rows)):
+            if not self.prints.fresh(space, revision, len(rows)):
                 await asyncio.to_thread(self.prints.rebuild, space, revision, rows)
-
-    def _prints_fresh(self, space: str, revision: int, count: int) -> bool:
-        return self.prints.fresh(space, revision, count)
 
     async def flush(self) -> None:
         """Save every changed index."""
