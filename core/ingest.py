@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from core import crashpoints
 from core.audio import sha256
 from core.config import Config
 from core.encoder import Encoder
@@ -59,6 +60,7 @@ class Ingest:
             self.encoder.embed_audio(audio, priority, wait=priority == Priority.BULK),
             asyncio.to_thread(fingerprint, audio.samples),
         )
+        crashpoints.reached("embedded")
         near = await self.searcher.near_duplicates(space, embedded.vector, platform)
         same_as = await self.searcher.exact((space,), audio.samples)
         search = self.config.search
@@ -83,6 +85,7 @@ class Ingest:
             fingerprint=to_blob(fp),
         )
         change = await self.library.add(sample, data, fp)
+        crashpoints.reached("committed")
         if change.duplicate:  # a concurrent addition of the same file won
             return Added(change.sample_id, name, audio.duration, duplicate=True)
         log.info("added #%d %r to %s (%.1f s)", change.sample_id, name, space, audio.duration)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from core.timeline import Event
@@ -65,6 +65,7 @@ class Request:
     file_id: str = ""  # with Command.REMEMBER
     bulk: bool = False  # an addition that may wait behind interactive work (bulk import)
     progress: Callable[[float], Awaitable[None]] | None = None  # told the seconds analysed so far (timelines)
+    replay: bool = False  # asked again after a restart: this user's exact copy already stored answers as added
 
 
 class ReplyKind(StrEnum):
@@ -199,4 +200,32 @@ class Door(Protocol):
 
     async def handle(self, request: Request) -> Reply:
         """Answer one request."""
+        ...
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One request an adapter took on, as its inbox kept it."""
+
+    platform: str
+    key: str  # unique per platform event: a Telegram update_id, a Discord interaction or message id
+    received_at: float  # time.time() when it was journaled
+    payload: Mapping[str, Any]  # JSON the adapter wrote, enough to rebuild the request and answer it
+    attempts: int  # how many runs have started on it, this one included
+
+
+class Inbox(Protocol):
+    """The adapters' durable journal: a request is recorded before the platform hears it was taken on, and marked
+    done once its answer is delivered; what a run leaves pending, the next run answers."""
+
+    async def record(self, platform: str, items: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        """Journal these requests (key -> payload) in one commit; returns the keys that were new."""
+        ...
+
+    async def done(self, platform: str, key: str) -> None:
+        """Mark one request answered."""
+        ...
+
+    async def pending(self, platform: str) -> list[Entry]:
+        """What earlier runs took on and never answered, oldest first; each call counts one more attempt."""
         ...

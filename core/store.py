@@ -112,6 +112,19 @@ MIGRATIONS: tuple[str, ...] = (
         data BLOB NOT NULL
     );
     """,
+    # v4: the adapters' inbox (core/inbox.py): each request taken on, journaled before the platform is told.
+    """
+    CREATE TABLE inbox (
+        platform TEXT NOT NULL,
+        key TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done')),
+        attempts INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (platform, key)
+    );
+    CREATE INDEX inbox_state ON inbox(state, platform, received_at);
+    """,
 )
 
 
