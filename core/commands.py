@@ -21,7 +21,7 @@ from core.files import attachment_name
 from core.ingest import Ingest
 from core.jobs import Priority
 from core.library import Library
-from core.messages import AudioFile, AudioRef, Command, Hit, Reply, ReplyKind, Request, SpaceStats
+from core.messages import Added, AudioFile, AudioRef, Command, Hit, Reply, ReplyKind, Request, SpaceStats
 from core.ratelimit import RateLimiter
 from core.search import Searcher
 from core.store import SampleRow, Store
@@ -241,7 +241,16 @@ class Commands:
             platform=request.platform,
             platform_file_id=ref.platform_file_id,
         )
+        if request.replay and result.duplicate:
+            result = await self._first_answer(result, request)
         return replies.added(result)
+
+    async def _first_answer(self, result: Added, request: Request) -> Added:
+        """A replayed addition this user's first run already committed: answer as that run would have."""
+        row = await self.store.get_sample(result.sample_id)
+        if row is None or row.uploader != request.user:
+            return result
+        return Added(row.id, row.name, row.duration, row.tags)
 
     async def _on_remove(self, request: Request) -> Reply:
         sample_id = parse_id(request.text)

@@ -207,6 +207,15 @@ class TimelineConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    """`shira run`: how it stops."""
+
+    __pydantic_config__ = SECTION
+
+    drain_seconds: Annotated[Float, Field(ge=0)] = 20.0  # on SIGTERM, time to finish requests in flight; 0: none
+
+
+@dataclass(frozen=True)
 class Section:
     """A config section defined outside the core (an adapter's): its dataclass and its environment overrides."""
 
@@ -230,6 +239,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     timeline: TimelineConfig = field(default_factory=TimelineConfig)
+    run: RunConfig = field(default_factory=RunConfig)
     adapters: Mapping[str, Any] = field(default_factory=dict, hash=False)  # filled at load from the given sections
 
     def section(self, name: str) -> Any:

@@ -74,6 +74,21 @@ async def test_exact_duplicate_is_reported_not_stored(engine: Engine, sounds: di
     assert await engine.store.count("s1") == 1
 
 
+async def test_a_replayed_addition_answers_as_the_first_run_would_have(
+    engine: Engine, sounds: dict[str, Path]
+) -> None:
+    first = await engine.handle(req(Command.ADD, "a pure tone", (ref(sounds["tone"]),)))
+    assert first.added is not None
+    replayed = await engine.handle(req(Command.ADD, "a pure tone", (ref(sounds["tone"]),), replay=True))
+    assert replayed.added is not None and not replayed.added.duplicate
+    assert replayed.text.startswith(f"Added #{first.added.sample_id} tone_440.wav (2.0 s).")
+    assert set(replayed.added.tags) == set(first.added.tags)
+    # Someone else's replay of the same file did not add it: for them it is a plain duplicate.
+    other = await engine.handle(req(Command.ADD, audio=(ref(sounds["tone"]),), user="u2", replay=True))
+    assert other.added is not None and other.added.duplicate
+    assert await engine.store.count("s1") == 1
+
+
 async def test_near_copy_is_reported(tmp_path: Path, tiny_model_dir: Path, sounds: dict[str, Path]) -> None:
     config = make_config(tmp_path / "d", tiny_model_dir, search={"near_duplicate": 0.9999})
     copy = encode(tone(2.0, 440), tmp_path / "tone_copy.flac")  # same sound, other bytes
