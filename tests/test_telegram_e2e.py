@@ -7,8 +7,10 @@ so that the tests don't depend on each other's order, except through the `librar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +20,15 @@ import pytest
 import pytest_asyncio
 
 from adapters.telegram import create
-from adapters.telegram.adapter import TelegramAdapter
+from adapters.telegram.adapter import LATE, TelegramAdapter
 from adapters.telegram.config import TelegramConfig
 from adapters.telegram.translate import MENU
 from core.config import ConfigError
 from core.engine import Engine
+from core.inbox import SqliteInbox
 from core.messages import Command, Reply, ReplyKind, Request
 from tests.conftest import make_config
-from tests.fakes.telegram_api import Call, FakeTelegram, StoredFile, group_chat, private_chat, user
+from tests.fakes.telegram_api import Call, FakeTelegram, StoredFile, group_chat, make_message, private_chat, user
 from tests.support.sounds import chirp, encode, noise, tone
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -505,3 +508,135 @@ async def test_an_exact_match_leads_the_answer_to_a_voice_note(bot: Running, tmp
     body = text.params["text"]
     assert re.match(rf"<b>That's #{riff} [^,]+, from 0:02", body), body
     assert body.index("That's") < body.index("<b>It sounds like</b>") < body.index("<b>Closest sounds here</b>")
+
+
+# ----------------------------------------------------------------- the inbox
+
+
+def inbox_rows(engine: Engine, first: int, last: int) -> dict[int, str]:
+    """update_id -> state of the journaled Telegram updates with ids in [first, last]."""
+    with contextlib.closing(sqlite3.connect(Path(engine.config.data_dir) / "shira.db")) as db:
+        found = db.execute("SELECT key, state FROM inbox WHERE platform = 'telegram'").fetchall()
+    return {int(key): state for key, state in found if first <= int(key) <= last}
+
+
+@contextlib.asynccontextmanager
+async def journaling(engine: Engine, fake: FakeTelegram) -> AsyncIterator[TelegramAdapter]:
+    """An adapter on its own fake with the engine's inbox, drained and stopped on the way out."""
+    config = TelegramConfig(enabled=True, token=fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url)
+    async with SqliteInbox.open(Path(engine.config.data_dir) / "shira.db") as inbox:
+        adapter = TelegramAdapter(engine, config, group_messages_per_minute=1000, poll_timeout=5, inbox=inbox)
+        await adapter.start()
+        try:
+            yield adapter
+        finally:
+            await adapter.drain(10)
+            await adapter.stop()
+
+
+async def test_updates_are_journaled_before_getupdates_confirms_them(bot: Running, sounds: Sounds) -> None:
+    lena = user(120, "Lena")
+    chat = private_chat(lena)
+    async with FakeTelegram(token="333444:inbox-token", first_update_id=3001) as fake:
+        confirmed: list[tuple[int, dict[int, str]]] = []  # each confirming offset, with the journal as it arrived
+
+        def on_call(call: Call) -> None:
+            if call.method == "getUpdates" and call.params.get("offset"):
+                confirmed.append((int(call.params["offset"]), inbox_rows(bot.engine, 3001, 3999)))
+
+        fake.observe(on_call)
+        async with journaling(bot.engine, fake):
+            _, voice = voice_of(fake, sounds.chirp_mp3)
+            added = await answer(fake, fake.push_message(chat, lena, caption="/add sweep", voice=voice))
+            add_id = fake.pushed[-1]["update_id"]
+            since = fake.mark()
+            fake.push_callback(lena, bot_message(fake, added), f"m:{sample_id(added)}")  # posts a new message
+            press_id = fake.pushed[-1]["update_id"]
+            await fake.wait_for("sendMessage", since=since)
+            query = fake.push_inline(lena, "sweep")
+            await fake.wait_for("answerInlineQuery", lambda c: c.params["inline_query_id"] == query)
+            await answer(fake, fake.push_message(chat, lena, "hello, no command here"))  # private text: a search
+            search_id = fake.pushed[-1]["update_id"]
+            await fake.wait_confirmed(search_id)
+        assert "✅ Added" in added.params["text"] and not added.params["text"].startswith(LATE)
+    # The add, the press and the search were journaled, the inline query was not; all are answered now.
+    kept = (add_id, press_id, search_id)
+    assert inbox_rows(bot.engine, 3001, 3999) == dict.fromkeys(kept, "done")
+    assert confirmed and all(n in journal for offset, journal in confirmed for n in kept if n < offset)
+
+
+async def test_a_restart_answers_what_the_inbox_kept_once_and_late(bot: Running, sounds: Sounds) -> None:
+    mia = user(121, "Mia")
+    chat = private_chat(mia)
+    async with FakeTelegram(token="333444:inbox-token", first_update_id=4101) as fake:
+        stored, voice = voice_of(fake, sounds.noise_wav)
+        earlier = {
+            4001: make_message(801, chat, mia, caption="/add hiss", voice=voice),
+            4002: make_message(802, chat, mia, "/search hiss"),
+            4003: make_message(803, chat, mia, "/help"),
+        }
+        for message in earlier.values():
+            fake.know(message)
+        # An earlier run took these on: it committed the /add and was killed before answering it, had not
+        # started the search, and had answered /help.
+        first = await bot.engine.ingest.add(
+            "telegram:121", stored.data, "voice.ogg", uploader="telegram:121", description="hiss"
+        )
+        async with SqliteInbox.open(Path(bot.engine.config.data_dir) / "shira.db") as inbox:
+            kept = {str(n): {"update_id": n, "message": m} for n, m in earlier.items()}
+            assert await inbox.record("telegram", kept) == set(kept)
+            await inbox.done("telegram", "4003")
+        fake.push({"update_id": 4001, "message": earlier[4001]})  # Telegram was never told: it sends the /add again
+        async with journaling(bot.engine, fake):
+            added = await answer(fake, earlier[4001])
+            found = await answer(fake, earlier[4002])
+            await fake.wait_confirmed(4001)
+        text = added.params["text"]
+        assert text.startswith(LATE + "\n") and f"✅ Added <b>voice.ogg</b> as #{first.sample_id}" in text
+        assert found.params["text"].startswith(LATE + "\n<b>Results for")
+        replies_to = [c.params["reply_parameters"]["message_id"] for c in fake.calls_to("sendMessage")]
+        assert sorted(replies_to) == [801, 802]  # once each, and nothing for the answered /help
+    assert inbox_rows(bot.engine, 4001, 4999) == {4001: "done", 4002: "done", 4003: "done"}
+    stats = await bot.engine.handle(Request("telegram", "telegram:121", "telegram:121", Command.STATS))
+    assert stats.stats is not None and stats.stats.samples == 1
+
+
+async def test_drain_answers_what_is_in_flight_and_leaves_the_rest_for_the_next_start(
+    bot: Running, sounds: Sounds
+) -> None:
+    nina = user(122, "Nina")
+    chat = private_chat(nina)
+    async with FakeTelegram(token="333444:inbox-token", first_update_id=5001) as fake:
+        slow, slow_voice = voice_of(fake, sounds.tone2_ogg)
+        stuck, stuck_voice = voice_of(fake, sounds.chirp_mp3)
+        let_slow_go = fake.hold("getFile", lambda p: p.get("file_id") == slow.file_id)
+        let_stuck_go = fake.hold("getFile", lambda p: p.get("file_id") == stuck.file_id)
+        config = TelegramConfig(
+            enabled=True, token=fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url
+        )
+        async with SqliteInbox.open(Path(bot.engine.config.data_dir) / "shira.db") as inbox:
+            first = TelegramAdapter(bot.engine, config, group_messages_per_minute=1000, poll_timeout=5, inbox=inbox)
+            await first.start()
+            m1 = fake.push_message(chat, nina, caption="/add slow", voice=slow_voice)
+            m2 = fake.push_message(chat, nina, caption="/add stuck", voice=stuck_voice)
+            for held in (slow, stuck):
+                await fake.wait_for("getFile", lambda c, f=held: c.params.get("file_id") == f.file_id)  # type: ignore[misc]
+            draining = asyncio.create_task(first.drain(1.5))
+            let_slow_go.set()  # this one finishes within the drain; the other is still downloading when it ends
+            await draining
+            await first.stop()
+            assert fake.pending == []  # both were confirmed: the inbox has them
+            assert len(fake.calls_to("sendMessage")) == 1
+            assert not (await answer(fake, m1)).params["text"].startswith(LATE)
+            assert inbox_rows(bot.engine, 5001, 5999) == {5001: "done", 5002: "pending"}
+
+            let_stuck_go.set()
+            second = TelegramAdapter(bot.engine, config, group_messages_per_minute=1000, poll_timeout=5, inbox=inbox)
+            await second.start()
+            try:
+                late = await answer(fake, m2)
+            finally:
+                await second.drain(10)
+                await second.stop()
+        assert late.params["text"].startswith(LATE) and "✅ Added" in late.params["text"]
+    assert inbox_rows(bot.engine, 5001, 5999) == {5001: "done", 5002: "done"}

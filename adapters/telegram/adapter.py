@@ -1,4 +1,5 @@
-"""The Telegram adapter: a python-telegram-bot Application that passes updates to the engine and renders replies."""
+"""The Telegram adapter: its own getUpdates loop, which journals each batch before confirming it, and a
+python-telegram-bot Application for the Bot API calls and their rate limits."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import dataclasses
 import datetime as dtm
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 
 from telegram import (
     BotCommand,
@@ -23,8 +24,8 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatAction, ChatMemberStatus, ChatType, ParseMode
-from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, TelegramError, TimedOut
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
 from adapters.telegram import render
 from adapters.telegram.config import TelegramConfig
@@ -41,7 +42,7 @@ from adapters.telegram.translate import (
 )
 from core.config import ConfigError
 from core.errors import TooLarge, UserError
-from core.messages import AudioFile, Command, Door, Reply, ReplyKind, Request
+from core.messages import AudioFile, Command, Door, Inbox, Reply, ReplyKind, Request
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,18 @@ SLOW_COMMANDS = {
 }
 BOT_USER = f"{PLATFORM}:bot"  # who the adapter's own requests come from
 TOO_BIG = "Telegram only lets bots download files up to 20 MB. Send a shorter or compressed clip."
+LATE = "<i>Sorry for the delay — I was restarting.</i>"
+KEPT_PRESSES = frozenset({Command.MORE, Command.PLAY})  # button presses that post a new message: worth a replay
+RETRY_FIRST = 1.0  # seconds before polling again after a failed getUpdates, doubling up to RETRY_MAX
+RETRY_MAX = 30.0
 
 
 class TelegramAdapter:
-    """Runs a PTB Application inside the engine's lifespan: start() returns once polling, stop() undoes it."""
+    """Polls Telegram inside the engine's lifespan: start() returns once polling, drain() and stop() undo it.
+
+    Every update the bot answers in a chat is journaled in the inbox before the next getUpdates confirms it to
+    Telegram, and marked done once answered; at start-up what an earlier run left pending is answered, late.
+    """
 
     name = PLATFORM
 
@@ -76,6 +85,7 @@ class TelegramAdapter:
         global_space: str = "global",
         group_messages_per_minute: float = GROUP_RATE,
         poll_timeout: float = POLL_TIMEOUT,
+        inbox: Inbox | None = None,
     ) -> None:
         if not config.token:
             raise ConfigError("Telegram is enabled but has no token: set SHIRA_TELEGRAM_TOKEN or [telegram] token.")
@@ -83,6 +93,7 @@ class TelegramAdapter:
         self.config = config
         self.global_space = global_space
         self.poll_timeout = poll_timeout
+        self.inbox = inbox
         self.app: Application = (
             ApplicationBuilder()
             .token(config.token)
@@ -90,15 +101,17 @@ class TelegramAdapter:
             .base_file_url(config.base_file_url)
             .local_mode(config.local_mode)
             .rate_limiter(AIORateLimiter(group_max_rate=group_messages_per_minute, max_retries=FLOOD_RETRIES))
-            .concurrent_updates(True)
+            .updater(None)  # the adapter polls itself, so that nothing is confirmed before it is journaled
             # Stopping cancels a long poll mid-flight, which can leave the one default connection checked
-            # out; a second one lets the final "mark updates as read" getUpdates go through.
+            # out; a second one lets the final confirming getUpdates go through.
             .get_updates_connection_pool_size(2)
             .build()
         )
-        self.app.add_handler(TypeHandler(Update, self._on_update))
-        self.app.add_error_handler(self._on_error)
         self.context: BotContext | None = None
+        self._offset: int | None = None  # the next getUpdates confirms to Telegram every update below this id
+        self._poller: asyncio.Task[None] | None = None
+        self._accepting: asyncio.Future[bool] | None = None  # a fetched batch being journaled
+        self._work: set[asyncio.Task[None]] = set()  # updates being answered
 
     # ----------------------------------------------------------------- lifespan
 
@@ -128,23 +141,136 @@ class TelegramAdapter:
             await bot.set_my_commands([BotCommand(name, about) for name, about in MENU])
         except TelegramError as exc:
             log.warning("telegram: could not register the command menu: %s", exc)
-        await self.app.start()
-        assert self.app.updater is not None
-        await self.app.updater.start_polling(
-            poll_interval=self.config.poll_interval,
-            timeout=dtm.timedelta(seconds=self.poll_timeout),
-            allowed_updates=ALLOWED_UPDATES,
-        )
+        await bot.delete_webhook()  # getUpdates is refused while a webhook is set
+        await self._replay()
+        self._poller = asyncio.create_task(self._poll(), name="telegram-polling")
+
+    async def drain(self, seconds: float) -> None:
+        """Stop polling (Telegram keeps what comes meanwhile) and give the updates in hand `seconds` to be answered."""
+        await self._stop_polling()
+        await self._finish(seconds)
 
     async def stop(self) -> None:
-        """Stop polling, finish the updates in hand, and close the connections."""
-        if self.app.updater is not None and self.app.updater.running:
-            await self.app.updater.stop()
-        if self.app.running:
-            await self.app.stop()
+        """Stop polling, drop the updates still in hand (the inbox keeps them), and close the connections."""
+        await self._stop_polling()
+        await self._finish(0)
         await self.app.shutdown()
         await self.app.bot.shutdown()  # closes the HTTP clients even when initialize() failed half-way
         log.info("telegram: stopped")
+
+    # ----------------------------------------------------------------- polling
+
+    async def _poll(self) -> None:
+        """Long-poll getUpdates; each batch is journaled before the next call's offset confirms it."""
+        delay = RETRY_FIRST
+        while True:
+            try:
+                updates = await self.app.bot.get_updates(
+                    offset=self._offset,
+                    timeout=dtm.timedelta(seconds=self.poll_timeout),
+                    allowed_updates=ALLOWED_UPDATES,
+                )
+            except TimedOut:
+                continue  # a long poll that outlived its read timeout: poll again at once
+            except TelegramError as exc:
+                log.warning("telegram: getUpdates failed (%s); trying again in %.0f s", _why(exc), delay)
+            except Exception:
+                log.exception("telegram: getUpdates failed; trying again in %.0f s", delay)
+            else:
+                # Shielded: a batch once fetched is journaled and started even if stopping cancels the poll.
+                self._accepting = asyncio.ensure_future(self._accept(updates))
+                if await asyncio.shield(self._accepting):
+                    delay = RETRY_FIRST
+                    await asyncio.sleep(self.config.poll_interval)
+                    continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def _accept(self, updates: list[Update]) -> bool:
+        """Journal a fetched batch and move the offset past it, then start answering what no earlier run took on."""
+        if not updates:
+            return True
+        kept = {str(u.update_id): u for u in updates if self._keeps(u)}
+        fresh = set(kept)
+        if self.inbox is not None and kept:
+            try:
+                fresh = await self.inbox.record(PLATFORM, {key: u.to_dict() for key, u in kept.items()})
+            except Exception:
+                log.exception("telegram: could not journal %d update(s); fetching them again", len(kept))
+                return False
+        self._offset = updates[-1].update_id + 1
+        for update in updates:
+            key = str(update.update_id)
+            if key in kept and key not in fresh:
+                log.info("telegram: update %s came again; an earlier run took it on, the inbox has it", key)
+                continue
+            self._spawn(self._process(update, key if key in kept else None, late=False))
+        return True
+
+    def _keeps(self, update: Update) -> bool:
+        """Whether an update goes in the inbox: those the bot answers in a chat.
+
+        Inline queries don't: their answer is a pop-up that Telegram stops taking after a few seconds, long
+        before a restart is over. Nor do page turns: the results they page through live in memory only.
+        """
+        if self.inbox is None or update.inline_query is not None:
+            return False
+        assert self.context is not None
+        result = translate(update, self.context, self._fetcher)
+        if update.callback_query is not None:
+            return isinstance(result, Request) and result.command in KEPT_PRESSES
+        return result is not None
+
+    async def _stop_polling(self) -> None:
+        """Stop the long poll, then confirm to Telegram every update fetched so far (all are journaled)."""
+        poller, self._poller = self._poller, None
+        if poller is None:
+            return
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
+        if self._accepting is not None:
+            await asyncio.gather(self._accepting, return_exceptions=True)
+        if self._offset is None:
+            return
+        try:
+            await self.app.bot.get_updates(
+                offset=self._offset, limit=1, timeout=dtm.timedelta(0), allowed_updates=ALLOWED_UPDATES
+            )
+        except TelegramError as exc:
+            log.warning("telegram: could not confirm the last updates (%s); the inbox knows them", _why(exc))
+
+    async def _replay(self) -> None:
+        """Start answering what earlier runs journaled and never answered; those answers say they are late."""
+        if self.inbox is None:
+            return
+        entries = await self.inbox.pending(PLATFORM)
+        if entries:
+            log.info("telegram: answering %d update(s) left unanswered before the restart", len(entries))
+        for entry in entries:
+            try:
+                update = Update.de_json(dict(entry.payload), self.app.bot)
+            except Exception:
+                log.warning("telegram: update %s in the inbox can't be read; dropping it", entry.key, exc_info=True)
+                await self.inbox.done(PLATFORM, entry.key)
+                continue
+            self._spawn(self._process(update, entry.key, late=True))
+
+    def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(coroutine, name="telegram-update")
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+
+    async def _finish(self, seconds: float) -> None:
+        """Give the updates in hand `seconds` to be answered, then cancel the rest: they stay pending in the inbox."""
+        if not self._work:
+            return
+        log.info("telegram: answering %d update(s) in hand (up to %.0f s)", len(self._work), seconds)
+        _, unfinished = await asyncio.wait(set(self._work), timeout=seconds)
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        if unfinished:
+            log.warning("telegram: %d update(s) not answered in time; the next start answers them", len(unfinished))
 
     async def send(self, space: str, reply: Reply) -> None:
         """Deliver a reply to a chat unprompted."""
@@ -158,13 +284,29 @@ class TelegramAdapter:
 
     # ----------------------------------------------------------------- updates
 
-    async def _on_update(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _process(self, update: Update, key: str | None, late: bool) -> None:
+        """Answer one update; once it is settled, mark it done in the inbox (if it is journaled)."""
+        settled = await self._on_update(update, late)
+        if key is None or self.inbox is None or not settled:
+            return
+        try:
+            await self.inbox.done(PLATFORM, key)
+        except Exception:
+            log.exception("telegram: could not mark update %s answered; the next start may answer it again", key)
+
+    async def _on_update(self, update: Update, late: bool) -> bool:
+        """Answer one update; False when the network failed, so the answer may never have arrived."""
         chat = update.effective_chat
         chat_id = chat.id if chat is not None else None
         try:
-            await self._dispatch(update)
+            await self._dispatch(update, late)
         except Forbidden as exc:
             log.warning("telegram: can't write to chat %s, the bot was blocked or removed (%s)", chat_id, exc.message)
+        except BadRequest as exc:
+            log.warning("telegram: API error in chat %s: %s", chat_id, exc.message)
+        except NetworkError as exc:
+            log.warning("telegram: network error answering in chat %s (%s); left for the next start", chat_id, exc)
+            return False
         except TelegramError as exc:
             log.warning("telegram: API error in chat %s: %s", chat_id, exc.message)
         except Exception:
@@ -175,24 +317,25 @@ class TelegramAdapter:
                     await self.app.bot.send_message(
                         chat_id, f"Sorry, something went wrong on my side (error id {error_id})."
                     )
+        return True
 
-    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        log.error("telegram: unhandled error for %r", update, exc_info=context.error)
-
-    async def _dispatch(self, update: Update) -> None:
+    async def _dispatch(self, update: Update, late: bool) -> None:
         assert self.context is not None
         result = translate(update, self.context, self._fetcher)
+        if isinstance(result, Request) and late:
+            result = dataclasses.replace(result, replay=True)
         if update.inline_query is not None:
             await self._answer_inline(update.inline_query, result if isinstance(result, Request) else None)
         elif update.callback_query is not None:
-            await self._answer_callback(update.callback_query, result if isinstance(result, Request) else None)
+            await self._answer_callback(update.callback_query, result if isinstance(result, Request) else None, late)
         elif update.message is not None and result is not None:
-            await self._answer_message(update.message, result)
+            await self._answer_message(update.message, result, late)
 
-    async def _answer_message(self, message: Message, result: Request | Notice) -> None:
+    async def _answer_message(self, message: Message, result: Request | Notice, late: bool) -> None:
         chat_id = message.chat.id
         if isinstance(result, Notice):
-            await self._send_text(chat_id, render.escape(result.text), reply_to=message.message_id)
+            text = render.escape(result.text)
+            await self._send_text(chat_id, f"{LATE}\n{text}" if late else text, reply_to=message.message_id)
             return
         request = result
         if request.command in ADMIN_COMMANDS and message.from_user is not None:
@@ -200,15 +343,19 @@ class TelegramAdapter:
         async with self._chat_action(chat_id, SLOW_COMMANDS.get(request.command)):
             reply = await self._ask(request)
         log.debug("telegram: %s in %s -> %s", request.command, request.space, reply.kind)
-        await self._deliver(chat_id, reply, reply_to=message.message_id)
+        await self._deliver(chat_id, reply, reply_to=message.message_id, late=late)
 
-    async def _answer_callback(self, query: CallbackQuery, request: Request | None) -> None:
+    async def _answer_callback(self, query: CallbackQuery, request: Request | None, late: bool) -> None:
         message = query.message
         if request is None or message is None:
-            await query.answer()
+            if not late:
+                await query.answer()
             return
         chat_id = message.chat.id
         reply = await self._ask(request)
+        if late:  # the press itself has expired on Telegram's side: answer in the chat
+            await self._deliver(chat_id, reply, reply_to=message.message_id, late=True)
+            return
         if reply.is_error:
             await query.answer(render.alert_text(reply), show_alert=True)
             return
@@ -249,10 +396,16 @@ class TelegramAdapter:
     def _username(self) -> str:
         return self.context.username if self.context is not None else ""
 
-    async def _deliver(self, chat_id: int, reply: Reply, reply_to: int | None = None) -> None:
+    async def _deliver(self, chat_id: int, reply: Reply, reply_to: int | None = None, late: bool = False) -> None:
         rendered = render.render(reply, self._username())
-        if rendered.text:
-            await self._send_text(chat_id, rendered.text, rendered.keyboard, reply_to)
+        text = rendered.text
+        if late:  # the apology leads the answer, or goes first on its own when the answer has no room for it
+            if text and len(text) + len(LATE) < render.MAX_TEXT:
+                text = f"{LATE}\n{text}"
+            else:
+                await self._send_text(chat_id, LATE, reply_to=reply_to)
+        if text:
+            await self._send_text(chat_id, text, rendered.keyboard, reply_to)
         if rendered.audio is not None:
             await self._send_audio(chat_id, rendered.audio, reply_to)
 
@@ -380,3 +533,10 @@ def _reply_to(message_id: int | None) -> ReplyParameters | None:
     if message_id is None:
         return None
     return ReplyParameters(message_id, allow_sending_without_reply=True)
+
+
+def _why(exc: Exception) -> str:
+    """What went wrong, never the token (an InvalidToken may quote it)."""
+    if isinstance(exc, InvalidToken):
+        return "Telegram rejected the bot token"
+    return exc.message if isinstance(exc, TelegramError) else str(exc)

@@ -92,6 +92,15 @@ class StoredFile:
         return {"file_id": self.file_id, "file_unique_id": self.file_unique_id, "file_size": self.file_size}
 
 
+@dataclass(frozen=True)
+class _Hold:
+    """Calls of a method (matching `when`) whose answers wait until `release` is set."""
+
+    method: str
+    when: Callable[[Json], bool] | None
+    release: asyncio.Event
+
+
 @dataclass
 class _Failure:
     """An error the server answers a method with, a limited number of times."""
@@ -194,6 +203,7 @@ class FakeTelegram:
         bot_id: int = 4242,
         bot_username: str = "shira_test_bot",
         local_mode: bool = False,
+        first_update_id: int = 1,
     ) -> None:
         self.token = token
         self.local_mode = local_mode
@@ -212,11 +222,14 @@ class FakeTelegram:
         self.chats: dict[int, Json] = {}
         self.members: dict[tuple[int, int], str] = {}
         self.confirmed = 0  # every update below this id has been acknowledged by an offset
+        self.pushed: list[Json] = []  # every update pushed, in order
         self._updates: list[Json] = []
-        self._update_ids = itertools.count(1)
+        self._update_ids = itertools.count(first_update_id)
         self._message_ids = itertools.count(1)
         self._file_ids = itertools.count(1)
         self._failures: list[_Failure] = []
+        self._holds: list[_Hold] = []
+        self._observers: list[Callable[[Call], None]] = []
         self._changed = asyncio.Condition()
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -239,6 +252,8 @@ class FakeTelegram:
     async def stop(self) -> None:
         """Wake any long poll and shut the server down."""
         self._closing = True
+        for hold in self._holds:
+            hold.release.set()
         async with self._changed:
             self._changed.notify_all()
         if self._runner is not None:
@@ -295,13 +310,31 @@ class FakeTelegram:
         """Answer the next `times` calls of `method` (matching `when`) with an error."""
         self._failures.append(_Failure(method, code, description, times, when, retry_after))
 
+    def hold(self, method: str, when: Callable[[Json], bool] | None = None) -> asyncio.Event:
+        """Keep the answers to `method` (matching `when`) waiting until the returned event is set: a slow Telegram.
+
+        Held calls are recorded as they arrive, so tests can wait for them; stopping the server releases them.
+        """
+        release = asyncio.Event()
+        self._holds.append(_Hold(method, when, release))
+        return release
+
+    def observe(self, observer: Callable[[Call], None]) -> None:
+        """Call observer(call) as each call arrives, before it is answered (a test may act at that very moment)."""
+        self._observers.append(observer)
+
+    def know(self, message: Json) -> None:
+        """Make a message (and its chat) known without delivering it, as if sent before the test began."""
+        self._remember_message(message)
+
     def push(self, update: Json) -> int:
-        """Queue an update (its update_id is assigned here) for the next getUpdates."""
+        """Queue an update for the next getUpdates; its update_id is assigned here unless it brings one."""
         update = {"update_id": next(self._update_ids), **update}
         message = update.get("message")
         if message is not None:
             self._remember_message(message)
         self._updates.append(update)
+        self.pushed.append(update)
         asyncio.get_running_loop().create_task(self._notify())
         return update["update_id"]
 
@@ -399,7 +432,12 @@ class FakeTelegram:
         params, files = await _read_params(request)
         call = Call(method, params, files)
         self.calls.append(call)
+        for observer in self._observers:
+            observer(call)
         await self._notify()
+        for hold in self._holds:
+            if hold.method == method and (hold.when is None or hold.when(params)):
+                await hold.release.wait()
         failure = self._failure_for(method, params)
         if failure is not None:
             body: Json = {"ok": False, "error_code": failure.code, "description": failure.description}
