@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +20,10 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from adapters.discord import create
-from adapters.discord.adapter import DiscordAdapter
+from adapters.discord.adapter import LATE, RESTARTING, DiscordAdapter
 from core.config import Config
 from core.engine import Engine
+from core.inbox import SqliteInbox
 from core.messages import Reply, ReplyKind
 from tests.conftest import make_config
 from tests.fakes.discord_api import (
@@ -534,3 +538,123 @@ async def test_an_exact_match_leads_the_answer_to_a_voice_message(world: World, 
     embed = reply.body["embeds"][0]
     assert embed["description"].startswith(f"That's #{riff} riff.wav, from 0:03"), embed
     assert [f["name"] for f in embed["fields"]][:2] == ["Sounds like", "Closest samples"]
+
+
+# the inbox
+
+
+def inbox_states(world: World) -> dict[str, str]:
+    """key -> state of every journaled Discord request."""
+    with contextlib.closing(sqlite3.connect(Path(world.config.data_dir) / "shira.db")) as db:
+        return dict(db.execute("SELECT key, state FROM inbox WHERE platform = 'discord'").fetchall())
+
+
+def age(world: World, key: str, seconds: float) -> None:
+    """Make a journaled request look `seconds` older."""
+    with contextlib.closing(sqlite3.connect(Path(world.config.data_dir) / "shira.db")) as db, db:
+        db.execute("UPDATE inbox SET received_at = received_at - ? WHERE key = ?", (seconds, key))
+
+
+@contextlib.asynccontextmanager
+async def bot_on(
+    world: World, fake: FakeDiscord, inbox: SqliteInbox, drain: float = 10.0
+) -> AsyncIterator[DiscordAdapter]:
+    """A second bot, on its own fake Discord, with the engine's inbox; drained and stopped on the way out."""
+    config = dataclasses.replace(
+        world.config.discord,
+        token=fake.token,
+        api_base_url=fake.api_base_url,
+        gateway_url=fake.gateway_url,
+        dev_guild=fake.guild_id,
+        add_role="",
+    )
+    adapter = create(world.engine, config, inbox=inbox)
+    await adapter.start()
+    try:
+        yield adapter
+    finally:
+        await adapter.drain(drain)
+        await adapter.stop()
+
+
+def patches(fake: FakeDiscord, interaction: dict[str, Any]) -> list[Call]:
+    return [c for c in fake.interaction_calls(interaction) if c.method == "PATCH" and c.status == 200]
+
+
+async def test_a_restart_answers_what_the_inbox_kept_while_it_can(
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sounds = world.sounds | {"tone.ogg": encode(tone(1.2, 523.0), tmp_path / "c5.ogg").read_bytes()}  # new here
+    async with (
+        FakeDiscord(token="inbox-token-1234") as fake,
+        SqliteInbox.open(Path(world.config.data_dir) / "shira.db") as inbox,
+    ):
+        ann = user_payload(fake.new_id(), "ann")
+        held = [fake.hold_download(name) for name in ("kept.ogg", "expired.wav", "voice-kept.ogg")]
+        added = fake.slash(
+            "add", ann, attachments={"file": fake.add_attachment("kept.ogg", sounds["tone.ogg"], "audio/ogg")}
+        )
+        similar = fake.slash(
+            "similar", ann, attachments={"file": fake.add_attachment("expired.wav", sounds["noise.wav"], "audio/wav")}
+        )
+        voice = fake.add_attachment("voice-kept.ogg", sounds["voice-message.ogg"], "audio/ogg", voice=True)
+        message = fake.user_message(ann, attachments=(voice,), voice=True, mention_bot=True)
+        async with bot_on(world, fake, inbox, drain=0):
+            for event, data in (
+                ("INTERACTION_CREATE", added),
+                ("INTERACTION_CREATE", similar),
+                ("MESSAGE_CREATE", message),
+            ):
+                await fake.dispatch(event, data)
+            await fake.wait_until(lambda: len(fake.downloads) == 3)
+        # That run stopped while it was downloading all three: each was acknowledged, none answered.
+        keys = (added["id"], similar["id"], message["id"])
+        assert {key: inbox_states(world)[key] for key in keys} == dict.fromkeys(keys, "pending")
+        age(world, similar["id"], 20 * 60)  # past its token's 15 minutes
+        for release in held:
+            release.set()
+        with caplog.at_level(logging.WARNING, logger="adapters.discord"):
+            async with bot_on(world, fake, inbox):
+                (edited,) = await fake.wait_for(
+                    "PATCH", rf"/webhooks/{fake.app_id}/{added['token']}/messages/@original"
+                )
+                (replied,) = await fake.wait_for("POST", rf"/channels/{fake.channel_id}/messages")
+        assert edited.body["content"] == LATE and edited.body["embeds"][0]["title"].startswith("Added #")
+        assert replied.body["content"] == LATE and str(replied.body["message_reference"]["message_id"]) == message["id"]
+        assert replied.body["embeds"][0]["title"] == "What sound is this?"
+        assert [c.path.rsplit("/", 1)[1] for c in fake.interaction_calls(similar)] == ["callback"]  # the defer only
+        assert f"slash {similar['id']} is 20 min old and its token has expired; dropping it" in caplog.text
+        assert similar["token"] not in caplog.text and added["token"] not in caplog.text
+    assert {key: inbox_states(world)[key] for key in keys} == dict.fromkeys(keys, "done")
+
+
+async def test_while_draining_new_interactions_hear_restarting(world: World, tmp_path: Path) -> None:
+    async with (
+        FakeDiscord(token="inbox-token-5678") as fake,
+        SqliteInbox.open(Path(world.config.data_dir) / "shira.db") as inbox,
+    ):
+        ann = user_payload(fake.new_id(), "ann")
+        release = fake.hold_download("draining.ogg")
+        added = fake.slash(
+            "add",
+            ann,
+            attachments={
+                "file": fake.add_attachment(
+                    "draining.ogg", encode(tone(1.1, 587.0), tmp_path / "d5.ogg").read_bytes(), "audio/ogg"
+                )
+            },
+        )
+        async with bot_on(world, fake, inbox) as adapter:
+            await fake.dispatch("INTERACTION_CREATE", added)
+            await fake.wait_until(lambda: len(fake.downloads) == 1)
+            draining = asyncio.create_task(adapter.drain(10))
+            late_comer = fake.slash("help", ann)
+            await fake.dispatch("INTERACTION_CREATE", late_comer)
+            (told,) = await fake.wait_for("POST", rf"/interactions/{late_comer['id']}/{late_comer['token']}/callback")
+            release.set()
+            await draining
+        assert told.body["type"] == 4 and told.body["data"]["flags"] == EPHEMERAL_FLAG
+        assert RESTARTING in told.body["data"]["content"]
+        (edited,) = patches(fake, added)
+        assert edited.body["embeds"][0]["title"].startswith("Added #") and not edited.body.get("content")
+    assert inbox_states(world)[added["id"]] == "done" and late_comer["id"] not in inbox_states(world)

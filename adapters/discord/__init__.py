@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from adapters.discord.config import DiscordConfig
-from core.messages import Door
+from core.messages import Door, Inbox
 
 if TYPE_CHECKING:
     from adapters.discord.adapter import DiscordAdapter
@@ -13,8 +13,10 @@ if TYPE_CHECKING:
 __all__ = ["create"]
 
 
-def create(door: Door, config: DiscordConfig, global_space: str = "global") -> DiscordAdapter:
+def create(
+    door: Door, config: DiscordConfig, global_space: str = "global", inbox: Inbox | None = None
+) -> DiscordAdapter:
     """Build the adapter; the caller awaits start() and stop() inside its lifespan."""
     from adapters.discord.adapter import DiscordAdapter  # imported here: the config loads without discord
 
-    return DiscordAdapter(door, config, global_space)
+    return DiscordAdapter(door, config, global_space, inbox=inbox)

@@ -1,4 +1,9 @@
-"""The Discord adapter: a discord.py client with slash commands, a message command and voice messages."""
+"""The Discord adapter: a discord.py client with slash commands, a message command and voice messages.
+
+Each interaction is journaled in the inbox, then deferred, answered through its webhook token and marked done;
+each voice message is journaled as it arrives. At start-up what an earlier run left pending is answered, late:
+interactions while their token lasts, messages by replying to them.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from typing import Any
+import time
+from collections.abc import Coroutine, Iterator
+from typing import Any, Final
 
 import aiohttp
 import discord
@@ -18,26 +25,37 @@ from discord.http import Route
 from adapters.discord.config import DiscordConfig
 from adapters.discord.render import BUTTON_ID_PATTERN, Button, Rendered, error, render
 from adapters.discord.translate import (
+    BUTTON,
     DEFAULT_UPLOAD_LIMIT,
+    IDENTIFY,
+    MESSAGE,
+    PLATFORM,
+    SLASH,
     Attachment,
     Author,
     Place,
+    Taken,
     button_request,
-    identify_request,
+    first_audio,
     is_audio,
     may_add,
     not_audio_message,
-    slash_request,
     wants_message,
 )
 from core.errors import UserError
-from core.messages import Command, Door, Reply, ReplyKind, Request
+from core.messages import Command, Door, Inbox, Reply, ReplyKind, Request
 
 log = logging.getLogger(__name__)
 
 IDENTIFY_MENU = "What sound is this?"
 DOWNLOAD_TIMEOUT = 60.0
 SORRY = "Sorry, something went wrong on my side. Please try again."
+RESTARTING = "I'm restarting; please try again in a moment."
+LATE = "*Sorry for the delay — I was restarting.*"
+ORIGINAL: Final[Any] = "@original"  # Discord's name for an interaction's first answer (discord.py types ids as int)
+JOURNAL_WAIT = 1.0  # seconds the journal may take before the defer goes ahead anyway: Discord wants it within 3 s
+TOKEN_SECONDS = 14 * 60.0  # an interaction token lasts 15 minutes; a replay leaves itself one to answer
+MESSAGE_SECONDS = 24 * 3600.0  # a message's attachment links are signed for about a day
 
 
 class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=BUTTON_ID_PATTERN):
@@ -125,15 +143,24 @@ class DiscordAdapter:
     name = "discord"
 
     def __init__(
-        self, door: Door, config: DiscordConfig, global_space: str = "global", ready_timeout: float = 60.0
+        self,
+        door: Door,
+        config: DiscordConfig,
+        global_space: str = "global",
+        ready_timeout: float = 60.0,
+        inbox: Inbox | None = None,
     ) -> None:
         self.door = door
         self.config = config
+        self.inbox = inbox
         self._global_space = global_space
         self.ready_timeout = ready_timeout
         self.client = ShiraClient(self)
         self._connect_task: asyncio.Task[None] | None = None
         self._saved_endpoints = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
+        self._work: set[asyncio.Task[Any]] = set()  # interactions and messages being answered
+        self._draining = False  # new interactions hear "restarting"; new messages wait in the inbox
+        self._closing = False  # events are ignored altogether
         self._register_commands()
 
     @property
@@ -158,6 +185,7 @@ class DiscordAdapter:
             await self.client.login(self.config.token)
             self._connect_task = asyncio.create_task(self.client.connect(), name="discord-gateway")
             await self._wait_until_ready(self._connect_task)
+            await self._replay()
         except BaseException:
             await self.stop()
             raise
@@ -175,8 +203,17 @@ class DiscordAdapter:
             raise RuntimeError("the Discord gateway closed before the bot was ready")
         log.warning("Discord gateway not ready after %.0f s; still trying in the background", self.ready_timeout)
 
+    async def drain(self, seconds: float) -> None:
+        """Answer new interactions with "restarting" and keep new messages for the next start; give those in
+        flight `seconds` to be answered, then cancel the rest (they stay pending in the inbox)."""
+        self._draining = True
+        await self._finish(seconds)
+
     async def stop(self) -> None:
-        """Close the gateway and HTTP session, and put discord.py's endpoints back."""
+        """Ignore new events, drop what is in flight (the inbox keeps it), close the gateway and HTTP session,
+        and put discord.py's endpoints back."""
+        self._draining = self._closing = True
+        await self._finish(0)
         await self.client.close()
         if self._connect_task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -269,55 +306,103 @@ class DiscordAdapter:
         self, interaction: discord.Interaction, name: str, options: dict[str, Any], ephemeral: bool = False
     ) -> None:
         file = options.get("file")
+        attachments: tuple[Attachment, ...] = ()
         if isinstance(file, discord.Attachment):
-            options = options | {"file": attachment_of(file)}
-            if not is_audio(options["file"]):
-                await self._reply_now(interaction, not_audio_message(options["file"]))
+            attachments = (attachment_of(file),)
+            if not is_audio(attachments[0]):
+                await self._reply_now(interaction, not_audio_message(attachments[0]))
                 return
-        req = slash_request(name, options, interaction_author(interaction), self._download, self.global_space)
-        await self._answer(interaction, req, ephemeral=ephemeral)
+        rest = {key: value for key, value in options.items() if key != "file"}
+        await self._take(interaction, SLASH, ephemeral, name=name, options=rest, attachments=attachments)
 
     async def _identify(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        attachments = [attachment_of(a) for a in message.attachments]
-        req = identify_request(interaction_author(interaction), attachments, self._download, self.global_space)
-        if req is None:
+        attachments = tuple(attachment_of(a) for a in message.attachments)
+        if first_audio(attachments) is None:
             await self._reply_now(interaction, "That message has no voice message or audio file to listen to.")
             return
-        await self._answer(interaction, req)
+        await self._take(interaction, IDENTIFY, attachments=attachments)
 
     async def on_button(self, interaction: discord.Interaction, custom_id: str) -> None:
         """Next page edits the results in place; play and "more like this" answer just the clicker."""
         req = button_request(custom_id, interaction_author(interaction), self.global_space)
         if req is None:
             return
-        await self._answer(interaction, req, ephemeral=True, in_place=req.command is Command.PAGE)
+        await self._take(interaction, BUTTON, True, in_place=req.command is Command.PAGE, custom_id=custom_id)
 
     # answering interactions
 
     async def _reply_now(self, interaction: discord.Interaction, text: str) -> None:
         """An immediate ephemeral answer, for problems found before asking the core."""
-        await interaction.response.send_message(error(text).content, ephemeral=True)
+        if self._closing:
+            return
+        with self._in_flight():
+            await interaction.response.send_message(error(text).content, ephemeral=True)
 
-    async def _answer(
-        self, interaction: discord.Interaction, req: Request, ephemeral: bool = False, in_place: bool = False
-    ) -> None:
-        """Defer at once, ask the core, then edit the deferred answer (errors only to the asker)."""
-        if in_place:
-            await interaction.response.defer()
-        else:
-            await interaction.response.defer(thinking=True, ephemeral=ephemeral)
-        rendered = render(await self._handle(req, upload_limit(interaction)))
+    async def _take(self, interaction: discord.Interaction, kind: str, ephemeral: bool = False, **what: Any) -> None:
+        """Journal an interaction, defer it (the acknowledgement), answer it through its webhook, mark it done."""
+        if self._draining:
+            await self._reply_now(interaction, RESTARTING)
+            return
+        taken = Taken(
+            kind,
+            interaction_author(interaction),
+            upload_limit(interaction),
+            application_id=interaction.application_id,
+            token=interaction.token,
+            ephemeral=ephemeral,
+            **what,
+        )
+        key = str(interaction.id)
+        with self._in_flight():
+            # The journal goes first, so what Discord hears we took on is in the inbox; but the defer is due
+            # within 3 s, so a journal slowed down by the store's commits gets JOURNAL_WAIT before it goes ahead.
+            journal = asyncio.ensure_future(self._record(key, taken))
+            await asyncio.wait({journal}, timeout=JOURNAL_WAIT)
+            try:
+                if taken.in_place:
+                    await interaction.response.defer()
+                else:
+                    await interaction.response.defer(thinking=True, ephemeral=ephemeral)
+            except BaseException:
+                await journal
+                await self._done(key)  # never acknowledged: nothing for a later run to answer
+                raise
+            await journal
+            await self._complete(key, taken)
+
+    async def _complete(self, key: str, taken: Taken, late: bool = False) -> None:
+        """Ask the core and deliver the answer; once delivered (or refused by Discord), mark it done."""
+        req = taken.request(self._download, self.global_space)
+        if req is None:
+            await self._done(key)
+            return
+        async with self._typing(taken):
+            reply = await self._handle(dataclasses.replace(req, replay=late), taken.upload_limit)
+        rendered = render(reply)
+        if late:
+            rendered = dataclasses.replace(rendered, content=f"{LATE}\n{rendered.content}".strip()[:2000])
         try:
-            if rendered.ephemeral and (in_place or not ephemeral):
-                if not in_place:
-                    await interaction.delete_original_response()
-                await interaction.followup.send(rendered.content, ephemeral=True)
-                return
-            file = self._preview(rendered)
-            attachments = [file] if file is not None else []  # an empty list drops an earlier page's preview
-            await interaction.edit_original_response(**self._message_kwargs(rendered), attachments=attachments)
+            if taken.is_interaction:
+                await self._edit_answer(taken, rendered)
+            else:
+                await self._reply_to(taken, rendered)
         except discord.HTTPException:
-            log.exception("could not answer Discord interaction %s", interaction.id)
+            log.exception("could not answer Discord %s %s", "interaction" if taken.is_interaction else "message", key)
+        await self._done(key)
+
+    async def _edit_answer(self, taken: Taken, rendered: Rendered) -> None:
+        """Edit the deferred answer through the interaction's webhook (errors go to the asker only)."""
+        webhook = discord.Webhook.from_state(
+            {"id": taken.application_id, "type": 3, "token": taken.token}, state=self.client._connection
+        )
+        if rendered.ephemeral and (taken.in_place or not taken.ephemeral):
+            if not taken.in_place:
+                await webhook.delete_message(ORIGINAL)
+            await webhook.send(rendered.content, ephemeral=True)
+            return
+        file = self._preview(rendered)
+        attachments = [file] if file is not None else []  # an empty list drops an earlier page's preview
+        await webhook.edit_message(ORIGINAL, **self._message_kwargs(rendered), attachments=attachments)
 
     async def _on_tree_error(self, interaction: discord.Interaction, exc: app_commands.AppCommandError) -> None:
         log.error("Discord command failed", exc_info=exc)
@@ -332,7 +417,7 @@ class DiscordAdapter:
     async def on_message(self, message: discord.Message) -> None:
         """Answer voice messages (and audio files) sent in a DM, or mentioning the bot where allowed."""
         me = self.client.user
-        if message.author.bot or me is None:
+        if message.author.bot or me is None or self._closing:
             return
         attachments = [attachment_of(a) for a in message.attachments]
         channel = message.channel
@@ -344,18 +429,109 @@ class DiscordAdapter:
         mentioned = any(u.id == me.id for u in message.mentions)
         if not wants_message(message.flags.value, place, mentioned, attachments, self.config.watch_channels):
             return
-        author = author_of(message.author, message.guild.id if message.guild else None, 0)
-        req = identify_request(author, attachments, self._download, self.global_space)
-        if req is None:
+        if first_audio(attachments) is None:
             return
-        async with channel.typing():
-            limit = message.guild.filesize_limit if message.guild else DEFAULT_UPLOAD_LIMIT
-            rendered = render(await self._handle(req, limit))
-            file = self._preview(rendered)
+        taken = Taken(
+            MESSAGE,
+            author_of(message.author, message.guild.id if message.guild else None, 0),
+            message.guild.filesize_limit if message.guild else DEFAULT_UPLOAD_LIMIT,
+            attachments=tuple(attachments),
+            channel_id=channel.id,
+            message_id=message.id,
+        )
+        key = str(message.id)
+        with self._in_flight():
+            await self._record(key, taken)
+            if self._draining:
+                log.info("Discord message %s arrived while draining; the next start answers it", key)
+                return
+            await self._complete(key, taken)
+
+    async def _reply_to(self, taken: Taken, rendered: Rendered) -> None:
+        """Reply to the message in its channel (a live one, or one journaled before a restart)."""
+        message = self.client.get_partial_messageable(taken.channel_id).get_partial_message(taken.message_id)
+        file = self._preview(rendered)
+        await message.reply(**self._message_kwargs(rendered), **_with_file(file), mention_author=False)
+
+    def _typing(self, taken: Taken) -> contextlib.AbstractAsyncContextManager[None]:
+        """Show typing… in the channel of a message while its answer is worked out (interactions show "thinking…")."""
+        if taken.is_interaction:
+            return contextlib.nullcontext()
+        return self.client.get_partial_messageable(taken.channel_id).typing()
+
+    # the inbox
+
+    async def _record(self, key: str, taken: Taken) -> None:
+        """Journal one request; a failure is logged and the request is answered all the same."""
+        if self.inbox is None:
+            return
         try:
-            await message.reply(**self._message_kwargs(rendered), **_with_file(file), mention_author=False)
-        except discord.HTTPException:
-            log.exception("could not reply to Discord message %s", message.id)
+            await self.inbox.record(PLATFORM, {key: taken.to_json()})
+        except Exception:
+            log.exception("could not journal Discord request %s; answering it without", key)
+
+    async def _done(self, key: str) -> None:
+        if self.inbox is None:
+            return
+        try:
+            await self.inbox.done(PLATFORM, key)
+        except Exception:
+            log.exception("could not mark Discord request %s answered; the next start may answer it again", key)
+
+    async def _replay(self) -> None:
+        """Start answering what earlier runs journaled and never answered, while they can still be answered."""
+        if self.inbox is None:
+            return
+        entries = await self.inbox.pending(PLATFORM)
+        if entries:
+            log.info("Discord: %d request(s) left unanswered before the restart", len(entries))
+        for entry in entries:
+            try:
+                taken = Taken.from_json(entry.payload)
+            except (KeyError, TypeError, ValueError):
+                log.warning("Discord request %s in the inbox can't be read; dropping it", entry.key)
+                await self._done(entry.key)
+                continue
+            age = time.time() - entry.received_at
+            if age > (TOKEN_SECONDS if taken.is_interaction else MESSAGE_SECONDS):
+                what = "its token has expired" if taken.is_interaction else "its links have expired"
+                log.warning("Discord %s %s is %.0f min old and %s; dropping it", taken.kind, entry.key, age / 60, what)
+                await self._done(entry.key)
+                continue
+            self._spawn(self._complete(entry.key, taken, late=True))
+
+    # what is in flight
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """Count the running task (one discord.py started for an event) as in flight until the block ends."""
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self._work.add(task)
+        try:
+            yield
+        finally:
+            self._work.discard(task)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine, name="discord-replay")
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+
+    async def _finish(self, seconds: float) -> None:
+        """Give what is in flight `seconds` to be answered, then cancel the rest: it stays pending in the inbox."""
+        work = {task for task in self._work if task is not asyncio.current_task()}
+        if not work:
+            return
+        log.info("Discord: answering %d request(s) in flight (up to %.0f s)", len(work), seconds)
+        _, unfinished = await asyncio.wait(work, timeout=seconds)
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        if unfinished:
+            log.warning("Discord: %d request(s) not answered in time; the next start answers them", len(unfinished))
 
     # shared pieces
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import Any
 
 from adapters.discord.render import parse_button_id
 from core.files import is_audio_name
@@ -207,3 +209,61 @@ def wants_message(
     if not mentions_bot:
         return False
     return not watch_channels or place.channel_id in watch_channels or place.parent_id in watch_channels
+
+
+SLASH = "slash"
+IDENTIFY = "identify"  # the "What sound is this?" message command
+BUTTON = "button"
+MESSAGE = "message"  # a voice message or audio file sent to the bot
+
+
+@dataclass(frozen=True)
+class Taken:
+    """One interaction or message the bot took on, as the plain data its inbox keeps: enough to translate it
+    again after a restart (the same translation as the first time) and to answer it there."""
+
+    kind: str  # SLASH, IDENTIFY, BUTTON or MESSAGE
+    author: Author
+    upload_limit: int  # bytes an answer may attach
+    name: str = ""  # SLASH: the command
+    options: Mapping[str, str | int | None] = field(default_factory=dict)  # SLASH: its options, the file aside
+    attachments: tuple[Attachment, ...] = ()  # the file option, or the attachments of the message
+    custom_id: str = ""  # BUTTON
+    application_id: int = 0  # an interaction is answered through its webhook: the application and the token
+    token: str = field(default="", repr=False)  # a secret for as long as it lasts (15 minutes): never logged
+    ephemeral: bool = False  # the answer is shown to the asker only
+    in_place: bool = False  # a page turn edits the message its button is on
+    channel_id: int = 0  # MESSAGE: replied to where it was sent
+    message_id: int = 0
+
+    @property
+    def is_interaction(self) -> bool:
+        """Interactions have a token; messages are replied to instead."""
+        return self.kind != MESSAGE
+
+    def request(self, fetch: Fetch, global_space: str | None = None) -> Request | None:
+        """The request it asks for; None when there is nothing for the core."""
+        if self.kind == SLASH:
+            options = dict(self.options) | ({"file": self.attachments[0]} if self.attachments else {})
+            return slash_request(self.name, options, self.author, fetch, global_space)
+        if self.kind in (IDENTIFY, MESSAGE):
+            return identify_request(self.author, self.attachments, fetch, global_space)
+        if self.kind == BUTTON:
+            return button_request(self.custom_id, self.author, global_space)
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object for the inbox."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Taken:
+        """Back from to_json; raises KeyError, TypeError or ValueError on anything else."""
+        author = dict(data["author"])
+        author["role_ids"] = tuple(int(r) for r in author.get("role_ids", ()))
+        author["role_names"] = tuple(str(r) for r in author.get("role_names", ()))
+        fields = dict(data)
+        fields["author"] = Author(**author)
+        fields["options"] = dict(data.get("options") or {})
+        fields["attachments"] = tuple(Attachment(**a) for a in data.get("attachments") or ())
+        return cls(**fields)

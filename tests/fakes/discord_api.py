@@ -75,6 +75,8 @@ class FakeDiscord:
         self._dm_channels: dict[int, int] = {}  # user id -> DM channel id
         self._messages: dict[str, dict[str, Any]] = {}  # "@original" per interaction token, and by id
         self._limits: list[_RateLimit] = []
+        self._held_downloads: dict[str, asyncio.Event] = {}  # attachment file name -> released when set
+        self._observers: list[Callable[[Call], None]] = []
         self._sockets: set[web.WebSocketResponse] = set()
         self._seq = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -98,6 +100,8 @@ class FakeDiscord:
 
     async def stop(self) -> None:
         """Close every gateway socket and the server."""
+        for release in self._held_downloads.values():
+            release.set()
         for ws in list(self._sockets):
             await ws.close()
         if self._runner is not None:
@@ -165,6 +169,19 @@ class FakeDiscord:
         if voice:
             payload |= {"duration_secs": 2.0, "waveform": "AAAA", "flags": 0}
         return payload
+
+    def hold_download(self, filename: str) -> asyncio.Event:
+        """Keep CDN downloads of this attachment waiting until the returned event is set: a slow CDN."""
+        return self._held_downloads.setdefault(filename, asyncio.Event())
+
+    def observe(self, observer: Callable[[Call], None]) -> None:
+        """Call observer(call) as each REST call arrives, before it is answered (a test may act at that moment)."""
+        self._observers.append(observer)
+
+    @property
+    def sessions(self) -> int:
+        """How many gateway sessions have identified so far (one per client start)."""
+        return len(self.identify_payloads)
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send a DISPATCH event to every connected gateway socket."""
@@ -422,6 +439,8 @@ class FakeDiscord:
                 await ws.close(code=4004, message=b"Authentication failed.")
                 return
             await self._send_ready(ws)
+            async with self._changed:
+                self._changed.notify_all()
         elif op == 6:  # resume
             await ws.send_json({"op": 0, "t": "RESUMED", "s": next(self._seq), "d": {}})
 
@@ -496,6 +515,11 @@ class FakeDiscord:
 
     async def _cdn(self, request: web.Request) -> web.Response:
         self.downloads.append(request.path)
+        async with self._changed:
+            self._changed.notify_all()
+        release = self._held_downloads.get(request.match_info["filename"])
+        if release is not None:
+            await release.wait()
         found = self._attachments.get(request.match_info["id"])
         if found is None:
             return web.Response(status=404, text="Not Found")
@@ -508,6 +532,8 @@ class FakeDiscord:
         path = "/" + request.match_info["tail"]
         call = Call(request.method, path, dict(request.query), dict(request.headers))
         await self._read_body(request, call)
+        for observer in self._observers:
+            observer(call)
         response = self._maybe_rate_limited(call)
         if response is None:
             if request.headers.get("Authorization") != f"Bot {self.token}" and not self._token_free(path):
