@@ -13,7 +13,10 @@ class Adapter(Protocol):
     name: str
 
     async def start(self) -> None:
-        """Connect and begin handling events; returns once running."""
+        """Connect, answer what the inbox holds from an earlier run, and begin handling events; returns once running."""
+
+    async def drain(self, seconds: float) -> None:
+        """Take no new requests and give those in flight this long to be answered; the rest stay in the inbox."""
 
     async def stop(self) -> None:
         """Stop handling events and release connections."""

@@ -13,7 +13,7 @@ from core.config import load_config as load_core_config
 
 if TYPE_CHECKING:
     from adapters.base import Adapter
-    from core.messages import Door
+    from core.messages import Door, Inbox
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class AdapterSpec:
     """One chat adapter: its [name] section's dataclass, its factory, and the variable holding its token."""
 
     config: str  # "module:Class", a module without platform imports; the class has `enabled` and `token`
-    factory: str  # "module:function" called as function(engine, section) -> Adapter
+    factory: str  # "module:function" called as function(door, section, global_space, inbox) -> Adapter
     token_env: str  # environment variable that overrides the section's `token`
 
 
@@ -60,7 +60,7 @@ def enabled(config: Config) -> list[str]:
     return [name for name in ADAPTERS if config.section(name).enabled]
 
 
-def create(name: str, door: Door, config: Config) -> Adapter:
-    """Import the adapter's package now and hand it the door and only its own section."""
+def create(name: str, door: Door, config: Config, inbox: Inbox | None = None) -> Adapter:
+    """Import the adapter's package now and hand it the door, only its own section, and the inbox if any."""
     factory = _resolve(ADAPTERS[name].factory)
-    return factory(door, config.section(name), config.search.global_space)
+    return factory(door, config.section(name), config.search.global_space, inbox)

@@ -1,4 +1,4 @@
-"""Wiring: open the engine, start the adapters the config enables, stop them on a signal."""
+"""Wiring: open the engine and the inbox, start the adapters the config enables, drain and stop them on a signal."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import contextlib
 import logging
 import signal
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 from adapters import registry
 from adapters.base import Adapter
 from core.config import Config
 from core.engine import Engine
-from core.messages import Door
+from core.inbox import SqliteInbox
+from core.messages import Door, Inbox
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +24,17 @@ def enabled_adapters(config: Config) -> list[str]:
     return registry.enabled(config)
 
 
-def create_adapter(name: str, door: Door, config: Config) -> Adapter:
-    """Import an adapter package lazily and hand it the door and only its own config section."""
-    return registry.create(name, door, config)
+def create_adapter(name: str, door: Door, config: Config, inbox: Inbox | None = None) -> Adapter:
+    """Import an adapter package lazily and hand it the door, only its own config section, and the inbox."""
+    return registry.create(name, door, config, inbox)
 
 
 async def run_adapters(config: Config, stop: asyncio.Event | None = None) -> int:
-    """Run until SIGINT/SIGTERM (or `stop` is set): engine first, adapters after; closed in reverse."""
+    """Run until SIGINT/SIGTERM (or `stop` is set): engine, inbox, then adapters; drained, then closed in reverse.
+
+    On the signal every adapter stops taking requests and those in flight get [run] drain_seconds to be
+    answered; what is still unanswered stays pending in the inbox, and the next start answers it.
+    """
     names = enabled_adapters(config)
     if not names:
         sections = " or ".join(f"[{name}]" for name in registry.ADAPTERS)
@@ -45,12 +51,18 @@ async def run_adapters(config: Config, stop: asyncio.Event | None = None) -> int
             loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
         engine = await stack.enter_async_context(Engine.open(config))
+        inbox = await stack.enter_async_context(SqliteInbox.open(Path(config.data_dir) / "shira.db"))
+        adapters: list[Adapter] = []
         for name in names:
-            adapter = create_adapter(name, engine, config)
+            adapter = create_adapter(name, engine, config, inbox)
             await adapter.start()
             stack.push_async_callback(adapter.stop)
+            adapters.append(adapter)
             log.info("%s adapter started", name)
         log.info("shira is running with %s; press Ctrl+C to stop", ", ".join(names))
         await stop.wait()
-        log.info("shutting down")
+        seconds = config.run.drain_seconds
+        log.info("shutting down: no new requests; up to %.0f s for those in flight", seconds)
+        await asyncio.gather(*(adapter.drain(seconds) for adapter in adapters))
+    log.info("shira stopped")
     return 0
