@@ -227,5 +227,8 @@ class Inbox(Protocol):
         ...
 
     async def pending(self, platform: str) -> list[Entry]:
-        """What earlier runs took on and never answered, oldest first; each call counts one more attempt."""
+        """What earlier runs took on and never answered, oldest first; each call counts one more attempt.
+
+        Called once per platform at start-up, before the adapter takes anything on: all it returns is old.
+        """
         ...

@@ -1,7 +1,8 @@
 """A fork server for kill tests: import torch and shira once, then start each `shira` run in a fraction of a second.
 
 `python -m tests.forkserver` imports the heavy modules, prints "ready", then reads one JSON command per line:
-{"argv": [...], "stdin": path|null, "stdout": path, "stderr": path} runs `bot.cli.main(argv)` in a forked child,
+{"argv": [...], "stdin": path|null, "stdout": path, "stderr": path, "env": {...}} runs `bot.cli.main(argv)` in a
+forked child with those environment variables added,
 {"call": "module:function", "args": [...], ...} runs that function instead. It answers {"pid": n} for each start
 and {"exit": pid, "code": n, "maxrss_kb": n} when a child ends (code -9 after SIGKILL). Each child is a real,
 separate process: SIGKILL stops it exactly as it would stop a `shira` started from a shell.
@@ -33,6 +34,8 @@ def _preload() -> None:
     from transformers import ClapModel, ClapProcessor  # noqa: F401
 
     import adapters.console  # noqa: F401
+    import adapters.discord.adapter  # noqa: F401
+    import adapters.telegram.adapter  # noqa: F401
     import bot.cli  # noqa: F401
     import bot.importer  # noqa: F401
     import core.engine  # noqa: F401
@@ -162,9 +165,11 @@ class ForkServer:
         stdin: Path | None = None,
         call: str | None = None,
         args: list[Any] | None = None,
+        env: dict[str, str] | None = None,
     ) -> int:
-        """Start `shira argv...` (or a function) in a fresh process; returns its pid."""
+        """Start `shira argv...` (or a function) in a fresh process, with env added; returns its pid."""
         command: dict[str, Any] = {"stdout": str(stdout), "stderr": str(stderr), "stdin": str(stdin or "") or None}
+        command["env"] = env or {}
         if call is not None:
             command.update(call=call, args=args or [])
         else:

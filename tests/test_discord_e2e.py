@@ -21,6 +21,7 @@ from discord.http import Route
 
 from adapters.discord import create
 from adapters.discord.adapter import LATE, RESTARTING, DiscordAdapter
+from adapters.discord.translate import SLASH, Author, Taken
 from core.config import Config
 from core.engine import Engine
 from core.inbox import SqliteInbox
@@ -611,6 +612,10 @@ async def test_a_restart_answers_what_the_inbox_kept_while_it_can(
         keys = (added["id"], similar["id"], message["id"])
         assert {key: inbox_states(world)[key] for key in keys} == dict.fromkeys(keys, "pending")
         age(world, similar["id"], 20 * 60)  # past its token's 15 minutes
+        # And one that a kill stopped between its journal and its deferral: Discord never heard of it.
+        unheard = fake.slash("stats", ann)
+        taken = Taken(SLASH, Author(int(ann["id"]), "ann"), 1000, name="stats", application_id=fake.app_id)
+        await inbox.record("discord", {unheard["id"]: dataclasses.replace(taken, token=unheard["token"]).to_json()})
         for release in held:
             release.set()
         with caplog.at_level(logging.WARNING, logger="adapters.discord"):
@@ -624,7 +629,10 @@ async def test_a_restart_answers_what_the_inbox_kept_while_it_can(
         assert replied.body["embeds"][0]["title"] == "What sound is this?"
         assert [c.path.rsplit("/", 1)[1] for c in fake.interaction_calls(similar)] == ["callback"]  # the defer only
         assert f"slash {similar['id']} is 20 min old and its token has expired; dropping it" in caplog.text
-        assert similar["token"] not in caplog.text and added["token"] not in caplog.text
+        assert [(c.method, c.status) for c in fake.interaction_calls(unheard)] == [("GET", 404)]  # looked, no answer
+        assert f"interaction {unheard['id']} was journaled but never acknowledged; dropping it" in caplog.text
+        assert all(i["token"] not in caplog.text for i in (added, similar, unheard))
+    keys += (unheard["id"],)
     assert {key: inbox_states(world)[key] for key in keys} == dict.fromkeys(keys, "done")
 
 

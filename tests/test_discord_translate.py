@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import discord
@@ -18,11 +19,15 @@ from adapters.discord.render import (
 )
 from adapters.discord.translate import (
     ADMINISTRATOR,
+    BUTTON,
     MANAGE_MESSAGES,
+    MESSAGE,
+    SLASH,
     VOICE_MESSAGE_FLAG,
     Attachment,
     Author,
     Place,
+    Taken,
     button_request,
     identify_request,
     is_admin,
@@ -310,3 +315,33 @@ def test_attachment_names_are_safe_keep_letters_and_have_one_suffix() -> None:
     assert attachment_name(2, "Wind_chime.ogg", ".ogg") == "2-Wind_chime.ogg"
     assert attachment_name(14, "desktop-login.wav", ".ogg") == "14-desktop-login.ogg"
     assert attachment_name(8, "Mangoré.ogg", ".ogg") == "8-Mangoré.ogg"
+
+
+def test_what_the_inbox_keeps_rebuilds_the_same_request_and_hides_the_token() -> None:
+    clip = Attachment("rain.ogg", "https://cdn.example/a/1/rain.ogg", 2048, "audio/ogg", 3.5)
+    added = Taken(
+        SLASH, MEMBER, 8_000_000, name="add", options={"description": "rain"}, attachments=(clip,),
+        application_id=11, token="secret-interaction-token",
+    )  # fmt: skip
+    again = Taken.from_json(json.loads(json.dumps(added.to_json())))
+    assert again == added and "secret-interaction-token" not in repr(again)
+    fetched: list[str] = []
+
+    async def fetch(url: str) -> bytes:
+        fetched.append(url)
+        return b"OggS"
+
+    request = again.request(fetch, "global")
+    assert request is not None and (request.command, request.text, request.space) == (
+        Command.ADD,
+        "rain",
+        space_of(MEMBER),
+    )
+    assert request.audio[0].size == 2048 and request.extra_spaces == ()  # the global library is never added to
+    asyncio.run(request.audio[0].fetch())
+    assert fetched == [clip.url]
+    page = Taken(BUTTON, MEMBER, 1, custom_id="shira:page:abc123:2", in_place=True)
+    paged = Taken.from_json(page.to_json()).request(fetch, "global")
+    assert paged is not None and (paged.command, paged.text, paged.page) == (Command.PAGE, "abc123", 2)
+    voice = Taken(MESSAGE, MEMBER, 1, attachments=(clip,), channel_id=5, message_id=6)
+    assert not voice.is_interaction and Taken.from_json(voice.to_json()).request(fetch) is not None

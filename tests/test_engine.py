@@ -74,9 +74,7 @@ async def test_exact_duplicate_is_reported_not_stored(engine: Engine, sounds: di
     assert await engine.store.count("s1") == 1
 
 
-async def test_a_replayed_addition_answers_as_the_first_run_would_have(
-    engine: Engine, sounds: dict[str, Path]
-) -> None:
+async def test_a_replayed_addition_answers_as_the_first_run_would_have(engine: Engine, sounds: dict[str, Path]) -> None:
     first = await engine.handle(req(Command.ADD, "a pure tone", (ref(sounds["tone"]),)))
     assert first.added is not None
     replayed = await engine.handle(req(Command.ADD, "a pure tone", (ref(sounds["tone"]),), replay=True))

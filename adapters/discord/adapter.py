@@ -171,7 +171,9 @@ class DiscordAdapter:
     # lifespan
 
     async def start(self) -> None:
-        """Log in, sync commands, connect in a background task and return once the gateway is ready.
+        """Log in, sync commands, start answering what the inbox holds from an earlier run, connect in a background
+        task and return once the gateway is ready. The replay starts before the gateway connects, so that it takes
+        only what earlier runs left: everything from the gateway is this run's.
 
         discord.py reads its REST base and gateway URL from class attributes, so they are process-wide:
         they are set here and put back by stop().
@@ -183,9 +185,9 @@ class DiscordAdapter:
             DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.config.gateway_url)
         try:
             await self.client.login(self.config.token)
+            await self._replay()
             self._connect_task = asyncio.create_task(self.client.connect(), name="discord-gateway")
             await self._wait_until_ready(self._connect_task)
-            await self._replay()
         except BaseException:
             await self.stop()
             raise
@@ -373,7 +375,7 @@ class DiscordAdapter:
     async def _complete(self, key: str, taken: Taken, late: bool = False) -> None:
         """Ask the core and deliver the answer; once delivered (or refused by Discord), mark it done."""
         req = taken.request(self._download, self.global_space)
-        if req is None:
+        if req is None or (late and taken.is_interaction and not await self._deferred(key, taken)):
             await self._done(key)
             return
         async with self._typing(taken):
@@ -390,11 +392,25 @@ class DiscordAdapter:
             log.exception("could not answer Discord %s %s", "interaction" if taken.is_interaction else "message", key)
         await self._done(key)
 
+    def _webhook(self, taken: Taken) -> discord.Webhook:
+        """The interaction's webhook, as discord.py builds it for follow-ups, from the kept application and token."""
+        data: Any = {"id": taken.application_id, "type": 3, "token": taken.token}
+        return discord.Webhook.from_state(data, state=self.client._connection)
+
+    async def _deferred(self, key: str, taken: Taken) -> bool:
+        """Whether a journaled interaction's acknowledgement reached Discord (a kill can fall between the two)."""
+        try:
+            await self._webhook(taken).fetch_message(ORIGINAL)
+        except discord.NotFound:
+            log.warning("Discord interaction %s was journaled but never acknowledged; dropping it", key)
+            return False
+        except discord.HTTPException:
+            pass  # can't tell: try to answer
+        return True
+
     async def _edit_answer(self, taken: Taken, rendered: Rendered) -> None:
         """Edit the deferred answer through the interaction's webhook (errors go to the asker only)."""
-        webhook = discord.Webhook.from_state(
-            {"id": taken.application_id, "type": 3, "token": taken.token}, state=self.client._connection
-        )
+        webhook = self._webhook(taken)
         if rendered.ephemeral and (taken.in_place or not taken.ephemeral):
             if not taken.in_place:
                 await webhook.delete_message(ORIGINAL)

@@ -401,6 +401,12 @@ class FakeTelegram:
                     await self._changed.wait()
                 return call
 
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Wait until predicate() is true; it is checked again after every call the server receives."""
+        async with asyncio.timeout(timeout):
+            async with self._changed:
+                await self._changed.wait_for(predicate)
+
     async def wait_confirmed(self, update_id: int, timeout: float = 20.0) -> None:
         """Wait until the client has acknowledged `update_id` with a later getUpdates offset."""
         async with asyncio.timeout(timeout):

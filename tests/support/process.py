@@ -16,11 +16,23 @@ ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 180.0
 
 
-def write_config(path: Path, data_dir: Path, model_dir: Path, platform: str, settings: dict[str, object]) -> Path:
-    """A TOML config that enables only one chat platform, with these settings; its token comes from the env."""
+def write_config(
+    path: Path,
+    data_dir: Path,
+    model_dir: Path,
+    platform: str,
+    settings: dict[str, object],
+    sections: dict[str, dict[str, object]] | None = None,
+) -> Path:
+    """A TOML config that enables only one chat platform, with these settings; its token comes from the env.
+
+    sections adds other tables, such as {"run": {"drain_seconds": 2}}.
+    """
     lines = [f"data_dir = {json.dumps(data_dir.as_posix())}", 'log_level = "INFO"', "", "[model]"]
     lines += [f"id = {json.dumps(model_dir.as_posix())}", 'precision = "fp32"', "", f"[{platform}]", "enabled = true"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]  # JSON scalars are valid TOML
+    for name, table in (sections or {}).items():
+        lines += ["", f"[{name}]", *(f"{key} = {json.dumps(value)}" for key, value in table.items())]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
