@@ -83,10 +83,12 @@ class SqliteInbox:
         return fresh
 
     async def done(self, platform: str, key: str) -> None:
-        """Mark one request answered."""
+        """Mark one request answered; only its key is kept (its payload may hold an interaction token)."""
         crashpoints.reached("replied")
         async with self._lock:
-            await self.db.execute("UPDATE inbox SET state = 'done' WHERE platform = ? AND key = ?", (platform, key))
+            await self.db.execute(
+                "UPDATE inbox SET state = 'done', payload = '{}' WHERE platform = ? AND key = ?", (platform, key)
+            )
         self._marks += 1
         if self._marks % PRUNE_EVERY == 0:
             await self.prune()
@@ -114,7 +116,8 @@ class SqliteInbox:
                     if payload is None or attempts >= MAX_ATTEMPTS:
                         given_up.append((key, "it can't be read" if payload is None else f"{attempts} attempts"))
                         await self.db.execute(
-                            "UPDATE inbox SET state = 'done' WHERE platform = ? AND key = ?", (platform, key)
+                            "UPDATE inbox SET state = 'done', payload = '{}' WHERE platform = ? AND key = ?",
+                            (platform, key),
                         )
                         continue
                     await self.db.execute(

@@ -45,6 +45,11 @@ async def test_a_batch_is_journaled_once_and_redeliveries_are_known(db: Path) ->
         assert await inbox.record("telegram", {}) == set()
         await inbox.done("telegram", "8")
         await inbox.done("telegram", "404")  # unknown: nothing to mark
+    assert sql(db, "SELECT key, payload FROM inbox WHERE platform = 'telegram'") == [
+        ("7", '{"update_id":7}'),
+        ("8", "{}"),  # answered: only the key is kept
+        ("9", '{"update_id":9}'),
+    ]
     assert rows(db) == [
         ("telegram", "7", "pending", 1),
         ("telegram", "8", "done", 1),

@@ -365,9 +365,9 @@ class DiscordAdapter:
                     await interaction.response.defer()
                 else:
                     await interaction.response.defer(thinking=True, ephemeral=ephemeral)
-            except BaseException:
+            except discord.HTTPException:
                 await journal
-                await self._done(key)  # never acknowledged: nothing for a later run to answer
+                await self._done(key)  # Discord refused it: nothing for a later run to answer
                 raise
             await journal
             await self._complete(key, taken)
@@ -459,7 +459,8 @@ class DiscordAdapter:
         with self._in_flight():
             await self._record(key, taken)
             if self._draining:
-                log.info("Discord message %s arrived while draining; the next start answers it", key)
+                if self.inbox is not None:
+                    log.info("Discord message %s arrived while draining; the next start answers it", key)
                 return
             await self._complete(key, taken)
 
