@@ -39,6 +39,7 @@ DOOR_MODULES = {"core.messages", "core.config", "core.errors", "core.phrases"}
 DOOR_NAMES = {
     "core.files": {"local_ref", "is_audio_name", "attachment_name"},
     "core.replies": {"hit_line", "exact_line"},
+    "core.cues": {"to_json"},
     "core.engine": {"Engine"},  # only the composition root in bot/ opens it
     "core.inbox": {"SqliteInbox"},  # likewise; adapters get it as the narrow Inbox protocol of core.messages
 }
