@@ -282,8 +282,8 @@ async def test_auto_tags_make_sounds_findable_by_words(
         tmp_path / "d", tiny_model_dir, search={"vocabulary": "none", "autotags": 2, "autotag_min_score": 0.0}
     )
     async with Engine.open(config) as engine:
-        await engine.handle(req(Command.LABELS, "add woodpecker"))
-        await engine.handle(req(Command.LABELS, "add foghorn"))
+        await engine.handle(req(Command.LABELS, "add woodpecker", is_admin=True))
+        await engine.handle(req(Command.LABELS, "add foghorn", is_admin=True))
         listed = await engine.handle(req(Command.LABELS))
         assert "woodpecker" in listed.text and "foghorn" in listed.text
         reply = await engine.handle(req(Command.ADD, audio=(ref(sounds["click"]),)))
@@ -312,3 +312,20 @@ async def test_two_processes_on_one_library_stay_in_step(config: Config, sounds:
         assert len(server.indexes.get("lib")) == 2 and len(importer.indexes.get("lib")) == 2
     async with Engine.open(config, warm_labels=False) as reopened:
         assert len(reopened.indexes.get("lib")) == 2
+
+
+async def test_labels_are_changed_by_admins_only_and_capped(tmp_path: Path, tiny_model_dir: Path) -> None:
+    config = make_config(tmp_path / "d", tiny_model_dir, limits={"labels_per_library": 2})
+    async with Engine.open(config, model=False) as engine:
+        refused = await engine.handle(req(Command.LABELS, "add siren"))
+        assert refused.kind == ReplyKind.ERROR and "Only an admin" in refused.text
+        assert await engine.store.space_labels("s1") == []
+        for label in ("siren", "door slam"):
+            assert "Added the label" in (await engine.handle(req(Command.LABELS, f"add {label}", is_admin=True))).text
+        again = await engine.handle(req(Command.LABELS, "add siren", is_admin=True))
+        assert again.kind == ReplyKind.TEXT and "already has" in again.text
+        full = await engine.handle(req(Command.LABELS, "add kettle", is_admin=True))
+        assert full.kind == ReplyKind.ERROR and "2 labels" in full.text
+        assert await engine.store.space_labels("s1") == ["door slam", "siren"]
+        listed = await engine.handle(req(Command.LABELS))  # anyone may look
+        assert listed.text == "This library's labels: door slam, siren"
