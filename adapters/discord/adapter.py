@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 import aiohttp
 import discord
@@ -19,6 +20,7 @@ from adapters.discord.config import DiscordConfig
 from adapters.discord.render import BUTTON_ID_PATTERN, Button, Rendered, error, render
 from adapters.discord.translate import (
     DEFAULT_UPLOAD_LIMIT,
+    PLATFORM,
     Attachment,
     Author,
     Place,
@@ -30,12 +32,13 @@ from adapters.discord.translate import (
     slash_request,
     wants_message,
 )
+from core.command_table import Platform, Style, entries, entry
 from core.errors import UserError
 from core.messages import Command, Door, Reply, ReplyKind, Request
 
 log = logging.getLogger(__name__)
 
-IDENTIFY_MENU = "What sound is this?"
+IDENTIFY_MENU = next(e.name for e in entries(Platform.DISCORD) if e.style is Style.MESSAGE)
 DOWNLOAD_TIMEOUT = 60.0
 SORRY = "Sorry, something went wrong on my side. Please try again."
 
@@ -87,6 +90,10 @@ class ShiraClient(discord.Client):
     async def on_message(self, message: discord.Message) -> None:
         """Voice messages and audio files addressed to the bot."""
         await self.adapter.on_message(message)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        """A server added the bot: say hello."""
+        await self.adapter.on_guild_join(guild)
 
 
 def author_of(user: discord.abc.User, guild_id: int | None, permissions: int) -> Author:
@@ -219,17 +226,26 @@ class DiscordAdapter:
     # commands
 
     def _register_commands(self) -> None:
+        """Register every Discord command of the one command table, named and described as it says."""
         tree = self.client.tree
 
-        @tree.command(name="search", description="Search this server's sounds by meaning")
-        @app_commands.describe(query="What to listen for, e.g. 'dog barking in the rain'", k="How many results")
+        def described(name: str) -> Callable[[Any], Any]:
+            spec = entry(name, Platform.DISCORD)
+
+            def register(callback: Any) -> Any:
+                if spec.options:
+                    callback = app_commands.describe(**{o.name: o.description for o in spec.options})(callback)
+                return tree.command(name=spec.name, description=spec.summary)(callback)
+
+            return register
+
+        @described("search")
         async def search(
             interaction: discord.Interaction, query: str, k: app_commands.Range[int, 1, 50] | None = None
         ) -> None:
             await self._slash(interaction, "search", {"query": query, "k": k})
 
-        @tree.command(name="add", description="Add a sound to this server's library")
-        @app_commands.describe(file="An audio file", description="What it is (helps text search)")
+        @described("add")
         async def add(
             interaction: discord.Interaction, file: discord.Attachment, description: str | None = None
         ) -> None:
@@ -241,21 +257,27 @@ class DiscordAdapter:
                 return
             await self._slash(interaction, "add", {"file": file, "description": description})
 
-        @tree.command(name="similar", description="Find sounds that sound like a file")
-        @app_commands.describe(file="An audio file")
+        @described("similar")
         async def similar(interaction: discord.Interaction, file: discord.Attachment) -> None:
             await self._slash(interaction, "similar", {"file": file})
 
-        @tree.command(name="remove", description="Remove a sound you added (moderators: any sound)")
-        @app_commands.describe(id="The sample id, e.g. 12")
+        @described("remove")
         async def remove(interaction: discord.Interaction, id: str) -> None:
             await self._slash(interaction, "remove", {"id": id}, ephemeral=True)
 
-        @tree.command(name="stats", description="How big this library is")
+        @described("labels")
+        async def labels(
+            interaction: discord.Interaction,
+            action: Literal["add", "remove"] | None = None,
+            label: app_commands.Range[str, 1, 100] | None = None,
+        ) -> None:
+            await self._slash(interaction, "labels", {"action": action, "label": label}, ephemeral=True)
+
+        @described("stats")
         async def stats(interaction: discord.Interaction) -> None:
             await self._slash(interaction, "stats", {}, ephemeral=True)
 
-        @tree.command(name="help", description="What this bot can do")
+        @described("help")
         async def help_(interaction: discord.Interaction) -> None:
             await self._slash(interaction, "help", {}, ephemeral=True)
 
@@ -264,6 +286,10 @@ class DiscordAdapter:
             await self._identify(interaction, message)
 
         tree.error(self._on_tree_error)
+        registered = {command.name for command in tree.get_commands()}
+        listed = {e.name for e in entries(Platform.DISCORD)}
+        if registered != listed:  # the help would promise what isn't there, or hide what is
+            raise RuntimeError(f"Discord commands {sorted(registered)} differ from the command table {sorted(listed)}")
 
     async def _slash(
         self, interaction: discord.Interaction, name: str, options: dict[str, Any], ephemeral: bool = False
@@ -274,7 +300,8 @@ class DiscordAdapter:
             if not is_audio(options["file"]):
                 await self._reply_now(interaction, not_audio_message(options["file"]))
                 return
-        req = slash_request(name, options, interaction_author(interaction), self._download, self.global_space)
+        author = interaction_author(interaction)
+        req = slash_request(name, options, author, self._download, self.global_space, self.config.admin_role)
         await self._answer(interaction, req, ephemeral=ephemeral)
 
     async def _identify(self, interaction: discord.Interaction, message: discord.Message) -> None:
@@ -306,7 +333,8 @@ class DiscordAdapter:
             await interaction.response.defer()
         else:
             await interaction.response.defer(thinking=True, ephemeral=ephemeral)
-        rendered = render(await self._handle(req, upload_limit(interaction)))
+        limit = 0 if req.command is Command.ADD else upload_limit(interaction)  # an addition attaches nothing
+        rendered = render(await self._handle(req, limit))
         try:
             if rendered.ephemeral and (in_place or not ephemeral):
                 if not in_place:
@@ -326,6 +354,22 @@ class DiscordAdapter:
                 await interaction.followup.send(SORRY, ephemeral=True)
             else:
                 await interaction.response.send_message(SORRY, ephemeral=True)
+
+    # joining a server
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        """Welcome a new server in its system channel, with one thing to try, if the bot may write there."""
+        channel, me = guild.system_channel, guild.me  # without the members intent, guild.me may be unknown
+        if channel is None or (me is not None and not channel.permissions_for(me).send_messages):
+            log.info("joined guild %s; no system channel to greet in", guild.id)
+            return
+        reply = await self._handle(
+            Request(PLATFORM, f"{PLATFORM}:guild:{guild.id}", f"{PLATFORM}:bot", Command.START), 0
+        )
+        try:
+            await channel.send(**self._message_kwargs(render(reply)))
+        except discord.HTTPException:
+            log.warning("could not greet guild %s", guild.id, exc_info=True)
 
     # plain messages
 
