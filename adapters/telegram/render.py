@@ -38,7 +38,8 @@ PRIVATE_TIPS = (
 # Telegram's privacy mode (on by default) decides what a bot sees in a group.
 GROUP_PRIVACY_ON = (
     "In groups I see only commands, replies to my messages and messages that mention @{username}. "
-    "To ask about a voice note, reply /identify to it, or mention me in its caption."
+    "To ask about a voice note, reply /identify to it, or mention me in its caption. "
+    "(As a group admin, or with privacy mode off in @BotFather, I'd also answer a caption “what sound is this?”.)"
 )
 GROUP_PRIVACY_OFF = (
     "I read this group's messages: a voice note captioned “what sound is this?” is enough. "
