@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from core.command_table import Platform, commands, entries
 from core.config import ConsoleConfig
 from core.files import local_ref
 from core.messages import Command, Door, Reply, ReplyKind, Request
@@ -18,22 +19,12 @@ from core.phrases import after_question
 log = logging.getLogger(__name__)
 
 PLATFORM = "console"
-_SIMPLE = {
-    "search": Command.SEARCH,
-    "remove": Command.REMOVE,
-    "stats": Command.STATS,
-    "help": Command.HELP,
-    "start": Command.START,
-    "play": Command.PLAY,
-    "more": Command.MORE,
-    "labels": Command.LABELS,
-}
-_WITH_FILE = {
-    "add": Command.ADD,
-    "similar": Command.SIMILAR,
-    "identify": Command.IDENTIFY,
-    "what": Command.IDENTIFY,
-    "timeline": Command.TIMELINE,
+_COMMANDS = commands(Platform.CONSOLE)  # every name the help lists, from the one command table
+_WITH_FILE = {  # the commands whose first argument is a path
+    name
+    for e in entries(Platform.CONSOLE)
+    if e.usage[Platform.CONSOLE].startswith("PATH")
+    for name in (e.name, *e.aliases)
 }
 
 
@@ -60,22 +51,23 @@ def parse_line(
         return Request(command=Command.SEARCH, text=text, **base)
     name, _, args = text[1:].partition(" ")
     name = name.lower()
-    if name in ("next", "n"):
+    command = _COMMANDS.get(name)
+    if command is None:
+        return f"Unknown command /{name}. Type /help for the list."
+    if command is Command.PAGE:
         if last_query is None:
             return "Nothing to page through yet."
         return Request(command=Command.PAGE, text=last_query, page=next_page, **base)
-    if name in _SIMPLE:
-        return Request(command=_SIMPLE[name], text=args.strip(), **base)
     if name in _WITH_FILE:
         try:
             parts = shlex.split(args)
         except ValueError as exc:
             return f"Couldn't read that line: {exc}"
         if not parts:
-            return f"Usage: /{name} PATH" + (" [description]" if name == "add" else "")
+            return f"Usage: /{name} PATH" + (" [description]" if command is Command.ADD else "")
         ref = local_ref(Path(parts[0]).expanduser())
-        return Request(command=_WITH_FILE[name], text=" ".join(parts[1:]), audio=(ref,), **base)
-    return f"Unknown command /{name}. Type /help for the list."
+        return Request(command=command, text=" ".join(parts[1:]), audio=(ref,), **base)
+    return Request(command=command, text=args.strip(), **base)
 
 
 def _unquote(value: str) -> str:

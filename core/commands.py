@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-
-import numpy as np
 
 from core import replies
 from core.analyse import Analyser
@@ -22,29 +20,16 @@ from core.ingest import Ingest
 from core.jobs import Priority
 from core.library import Library
 from core.messages import Added, AudioFile, AudioRef, Command, Hit, Reply, ReplyKind, Request, SpaceStats
-from core.ratelimit import RateLimiter
+from core.ratelimit import RateLimiter, cost
 from core.search import Searcher
-from core.store import SampleRow, Store
+from core.store import SampleRow, SavedQuery, Store
 
 log = logging.getLogger(__name__)
 
-QUERY_CACHE = 512
+QUERY_CACHE = 512  # searches also kept in memory; every one is in the store
 PREVIEW_FORMAT = "ogg"
 OPERATOR = "cli"  # the command line is the operator's own: no rate limit, may list every library
 MAX_TIMELINE_LABELS = 50  # labels a user may list for one timeline
-FREE = frozenset({Command.HELP, Command.START, Command.REMEMBER})
-
-
-@dataclass(frozen=True)
-class _Query:
-    """A search kept for paging: a vector and, for text searches, the words."""
-
-    spaces: tuple[str, ...]
-    vector: np.ndarray
-    text: str
-    k: int
-    title: str
-    exclude: int | None = None
 
 
 class Commands:
@@ -68,7 +53,8 @@ class Commands:
         self.ingest = ingest
         self.analyser = analyser
         self.limiter = RateLimiter(config.limits.requests_per_minute)
-        self._queries: OrderedDict[str, _Query] = OrderedDict()
+        self.library_limiter = RateLimiter(config.limits.library_requests_per_minute)
+        self._queries: OrderedDict[str, SavedQuery] = OrderedDict()
         self._handlers: dict[Command, Callable[[Request], Awaitable[Reply]]] = {
             Command.SEARCH: self._on_search,
             Command.SIMILAR: self._on_similar,
@@ -77,7 +63,7 @@ class Commands:
             Command.REMOVE: self._on_remove,
             Command.STATS: self._on_stats,
             Command.HELP: self._on_help,
-            Command.START: self._on_help,
+            Command.START: self._on_start,
             Command.PAGE: self._on_page,
             Command.MORE: self._on_more,
             Command.PLAY: self._on_play,
@@ -85,15 +71,14 @@ class Commands:
             Command.REMEMBER: self._on_remember,
             Command.SPACES: self._on_spaces,
             Command.TIMELINE: self._on_timeline,
+            Command.MOVE: self._on_move,
         }
 
     async def handle(self, request: Request) -> Reply:
         """Answer one request."""
         try:
-            limited = request.platform != OPERATOR and request.command not in FREE
-            if limited and not self.limiter.allow(request.user):
-                wait = self.limiter.retry_after(request.user)
-                raise RateLimited(f"You're sending requests too quickly; try again in {wait:.0f} s.")
+            if request.platform != OPERATOR:
+                self._charge(request)
             return await self._handlers[request.command](request)
         except (Busy, RateLimited) as exc:
             return replies.busy(str(exc))
@@ -105,6 +90,18 @@ class Commands:
             return replies.error(f"Sorry, something went wrong on my side (error id {error_id}).", error_id)
 
     # ----------------------------------------------------------------- pieces
+
+    def _charge(self, request: Request) -> None:
+        """Spend the request's cost from its user's and its library's budgets, or say when to try again."""
+        weight = cost(request)
+        mine = self.limiter.wait(request.user, weight)
+        if mine > 0:
+            raise RateLimited(f"You're sending requests too quickly; try again in {_seconds(mine)}.")
+        ours = self.library_limiter.wait(request.space, weight)
+        if ours > 0:
+            raise RateLimited(f"This library is very busy right now; try again in {_seconds(ours)}.")
+        self.limiter.spend(request.user, weight)
+        self.library_limiter.spend(request.space, weight)
 
     def _spaces(self, request: Request) -> tuple[str, ...]:
         return tuple(dict.fromkeys((request.space, *request.extra_spaces)))
@@ -164,14 +161,30 @@ class Commands:
         row = await self.store.get_sample(hits[0].sample_id)
         return None if row is None else await self._audio_file(row, request, hits[0].platform_file_id)
 
-    def _remember(self, query: _Query) -> str:
-        query_id = secrets.token_hex(4)
-        self._queries[query_id] = query
-        if len(self._queries) > QUERY_CACHE:
-            self._queries.popitem(last=False)
+    async def _remember(self, query: SavedQuery) -> str:
+        """Keep a search for paging, in the store (so its buttons outlive a restart) and in memory."""
+        query_id = secrets.token_hex(6)
+        await self.store.save_query(query_id, query)
+        self._cache(query_id, query)
         return query_id
 
-    async def _page(self, query: _Query, query_id: str, request: Request, lexical: list[int] | None = None) -> Reply:
+    def _cache(self, query_id: str, query: SavedQuery) -> None:
+        self._queries[query_id] = query
+        self._queries.move_to_end(query_id)
+        if len(self._queries) > QUERY_CACHE:
+            self._queries.popitem(last=False)
+
+    async def _recall(self, query_id: str) -> SavedQuery | None:
+        query = self._queries.get(query_id)
+        if query is None and query_id:
+            query = await self.store.load_query(query_id)
+            if query is not None:
+                self._cache(query_id, query)
+        return query
+
+    async def _page(
+        self, query: SavedQuery, query_id: str, request: Request, lexical: list[int] | None = None
+    ) -> Reply:
         page = max(0, request.page)
         hits, has_more = await self.searcher.search_vector(
             query.spaces, query.vector, query.text, query.k, page, request.platform, lexical, query.exclude
@@ -187,25 +200,25 @@ class Commands:
             raise UserError("What should I look for? Try: /search thunder")
         spaces, k = self._spaces(request), self._k(request)
         vector, lexical = await self.searcher.embed_and_match(spaces, text, k, request.page)
-        query = _Query(spaces, vector, text, k, f'Results for "{text[:100]}"')
-        return await self._page(query, self._remember(query), request, lexical)
+        query = SavedQuery(spaces, vector, text, k, f'Results for "{text[:100]}"')
+        return await self._page(query, await self._remember(query), request, lexical)
 
     async def _on_similar(self, request: Request) -> Reply:
         embedded = await self._query_audio(request)
-        query = _Query(self._spaces(request), embedded.vector, "", self._k(request), "Similar sounds")
-        return await self._page(query, self._remember(query), request)
+        query = SavedQuery(self._spaces(request), embedded.vector, "", self._k(request), "Similar sounds")
+        return await self._page(query, await self._remember(query), request)
 
     async def _on_more(self, request: Request) -> Reply:
         sample_id = parse_id(request.text)
         row = await self._visible(sample_id, request)
         vector = (await self.store.sample_vectors([sample_id]))[sample_id]
         title = f"More like #{sample_id} {row.name}"
-        query = _Query(self._spaces(request), vector, "", self._k(request), title, exclude=sample_id)
-        return await self._page(query, self._remember(query), request)
+        query = SavedQuery(self._spaces(request), vector, "", self._k(request), title, exclude=sample_id)
+        return await self._page(query, await self._remember(query), request)
 
     async def _on_page(self, request: Request) -> Reply:
         query_id = request.text.strip()
-        query = self._queries.get(query_id)
+        query = await self._recall(query_id)
         if query is None or not set(query.spaces) <= set(self._spaces(request)):  # a query id from another space
             raise UserError("That search has expired; please run it again.")
         return await self._page(query, query_id, request)
@@ -218,8 +231,8 @@ class Commands:
         labels, exact = await asyncio.gather(
             self.encoder.labels(embedded.vector, own, top), self.searcher.exact(spaces, embedded.audio.samples)
         )
-        query = _Query(spaces, embedded.vector, "", self._k(request), "Similar sounds")
-        query_id = self._remember(query)
+        query = SavedQuery(spaces, embedded.vector, "", self._k(request), "Similar sounds")
+        query_id = await self._remember(query)
         hits, has_more = await self.searcher.search_vector(spaces, query.vector, "", query.k, 0, request.platform)
         audio = await self._top_audio(hits, request)
         return replies.identify(labels, hits, query_id, has_more, audio, exact)
@@ -243,7 +256,17 @@ class Commands:
         )
         if request.replay and result.duplicate:
             result = await self._first_answer(result, request)
-        return replies.added(result)
+        return replies.added(result, await self._added_audio(result, request, ref))
+
+    async def _added_audio(self, result: Added, request: Request, ref: AudioRef) -> AudioFile | None:
+        """The new sound as playable audio, to confirm it by ear (and get the platform a handle), when asked."""
+        if request.upload_limit <= 0 or request.bulk:
+            return None
+        row = await self.store.get_sample(result.sample_id)
+        if row is None:
+            return None
+        known = ref.platform_file_id or (await self.store.file_ids([row.id], request.platform)).get(row.id)
+        return await self._audio_file(row, request, known)
 
     async def _first_answer(self, result: Added, request: Request) -> Added:
         """A replayed addition this user's first run already committed: answer as that run would have."""
@@ -269,7 +292,18 @@ class Commands:
         return replies.stats(SpaceStats(request.space, samples, seconds, uploaders, labels), self.encoder.depth)
 
     async def _on_help(self, request: Request) -> Reply:
-        return Reply(ReplyKind.HELP, replies.HELP)
+        return replies.help_for(request.platform)
+
+    async def _on_start(self, request: Request) -> Reply:
+        return replies.welcome_for(request.platform)
+
+    async def _on_move(self, request: Request) -> Reply:
+        new = request.text.strip()
+        prefix = f"{request.platform}:"
+        if not request.is_admin or not (request.space.startswith(prefix) and new.startswith(prefix)):
+            raise NotAllowed("Only the platform can move a library, and only within itself.")
+        moved = await self.library.move_space(request.space, new)
+        return replies.text(f"Moved {replies.count(moved, 'sound')} from {request.space} to {new}.")
 
     async def _on_play(self, request: Request) -> Reply:
         sample_id = parse_id(request.text)
@@ -302,12 +336,18 @@ class Commands:
     async def _on_labels(self, request: Request) -> Reply:
         action, _, label = request.text.strip().partition(" ")
         label = " ".join(label.split())[:100]
+        if action in ("add", "remove") and label and not request.is_admin:
+            raise NotAllowed("Only an admin can change this library's labels.")
         if action == "add" and label:
+            own = await self.store.space_labels(request.space)
+            cap = self.config.limits.labels_per_library
+            if label in own:
+                return replies.text(f'This library already has the label "{label}".')
+            if cap and len(own) >= cap:
+                raise UserError(f"This library has {cap} labels, the most it may have; remove one first.")
             await self.library.add_label(request.space, label)
             return replies.text(f'Added the label "{label}" to this library.')
         if action == "remove" and label:
-            if not request.is_admin:
-                raise NotAllowed("Only an admin can remove labels.")
             if await self.library.remove_label(request.space, label):
                 return replies.text(f'Removed the label "{label}".')
             raise NotFound(f'This library has no label "{label}".')
@@ -315,6 +355,11 @@ class Commands:
             raise UserError("Use /labels, /labels add <label> or /labels remove <label>.")
         own = await self.store.space_labels(request.space)
         return replies.text("This library's labels: " + ", ".join(own) if own else "This library has no labels yet.")
+
+
+def _seconds(wait: float) -> str:
+    """A wait as people say it: "1 second", "12 seconds"."""
+    return replies.count(max(1, math.ceil(wait)), "second")
 
 
 def parse_id(text: str) -> int:

@@ -174,8 +174,10 @@ class LimitsConfig:
 
     __pydantic_config__ = SECTION
 
-    requests_per_minute: Limit = 30  # per user; 0 disables
+    requests_per_minute: Limit = 30  # per user, in units: model work 1, paging/play/stats 0.1, help 0; 0 disables
+    library_requests_per_minute: Limit = 120  # the same units, per library (a busy group); 0 disables
     space_quota: Limit = 10_000  # samples per space; 0 disables
+    labels_per_library: Limit = 100  # a library's own labels for "what sound is this?"; 0 disables the cap
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from core.audio import SAMPLE_RATE
+from core.checkpoint import FIX, locate
 from core.config import ModelConfig
 from core.errors import ModelLoadError
 from core.speedups import ClipCount, MelFeatures, resolve_precision, use_fused_attention, use_per_clip_linears
@@ -106,14 +107,7 @@ def quantize_text_tower(model: Any, tokenizer: Any) -> bool:
 # Where a running audio batch may pause for urgent work: before attention, the MLP and each patch merge.
 PAUSE_MODULES = ("ClapAudioAttention", "ClapAudioIntermediate", "ClapAudioPatchMerging")
 
-LOAD_HELP = (
-    "How to fix it:\n"
-    "  - if the model is already downloaded, run offline with HF_HUB_OFFLINE=1;\n"
-    "  - or point model.id in the config (or --model) at a local directory holding the checkpoint;\n"
-    "  - or download it once on a connected machine: hf download {id}\n"
-    '    (or: python -c "from transformers import ClapModel, ClapProcessor; '
-    "ClapModel.from_pretrained('{id}'); ClapProcessor.from_pretrained('{id}')\")"
-)
+LOAD_HELP = FIX  # what to do when the checkpoint can't be found or read
 
 
 class Embedder:
@@ -163,12 +157,13 @@ class Embedder:
         device = config.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        source = locate(config.id)  # a local directory, the cache, or one download; raises ModelLoadError at once
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                model = ClapModel.from_pretrained(config.id)
-                processor = ClapProcessor.from_pretrained(config.id)
-        except Exception as exc:  # OSError, ValueError, HF hub errors: all mean "can't load"
+                model = ClapModel.from_pretrained(source, local_files_only=True)
+                processor = ClapProcessor.from_pretrained(source, local_files_only=True)
+        except Exception as exc:  # OSError, ValueError: all mean "can't load"
             raise ModelLoadError(
                 f"Could not load the CLAP model {config.id!r}: {exc}\n" + LOAD_HELP.format(id=config.id)
             ) from exc

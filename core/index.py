@@ -190,6 +190,12 @@ class IndexSet:
         """Drop a space's in-memory index, so the next use rebuilds it from the store."""
         self.entries.pop(space, None)
 
+    def drop(self, space: str) -> None:
+        """Forget a space that no longer exists and delete its saved index."""
+        self.forget(space)
+        for path in self._paths(space):
+            path.unlink(missing_ok=True)
+
     def get(self, space: str) -> VectorIndex | None:
         """The loaded index of a space, if any."""
         entry = self.entries.get(space)

@@ -163,6 +163,18 @@ class Library:
             log.info("fingerprinted %d older sample(s)", done)
         return done
 
+    async def move_space(self, old: str, new: str) -> int:
+        """Carry a library over to a new space key (merging into it if it has sounds); idempotent."""
+        if old == new:
+            return 0
+        async with self._lock:
+            moved = await self.store.rename_space(old, new)
+            self.indexes.drop(old)
+            self.indexes.forget(new)  # rebuilt from the store on next use
+        if moved:
+            log.info("moved %d sound(s) from %s to %s", moved, old, new)
+        return moved
+
     async def remember_file_id(self, sample_id: int, platform: str, file_id: str) -> None:
         """Store a platform's reusable handle for a sample."""
         await self.store.set_file_id(sample_id, platform, file_id)

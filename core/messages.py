@@ -27,6 +27,7 @@ class Command(StrEnum):
     MORE = "more"  # "more like this": text is a sample id
     PLAY = "play"  # text is a sample id; the reply carries it as audio
     LABELS = "labels"  # text "add X" / "remove X" / "" manages the space's own labels
+    MOVE = "move"  # the space's library moves to the space key in text (a Telegram group became a supergroup)
     REMEMBER = "remember"  # text is a sample id; file_id is the platform's reusable handle for it
     SPACES = "spaces"  # the operator's list of every library (the CLI only)
     TIMELINE = "timeline"  # audio[0] is a long recording or a video; text may list labels ("dog, siren")
@@ -78,6 +79,7 @@ class ReplyKind(StrEnum):
     REMOVED = "removed"
     STATS = "stats"
     HELP = "help"
+    WELCOME = "welcome"  # the answer to /start (and a first meeting): what this is, one thing to try
     AUDIO = "audio"
     ERROR = "error"
     BUSY = "busy"

@@ -1,39 +1,92 @@
-"""A per-user sliding-window rate limit."""
+"""Rate limits by cost: model work weighs a unit, paging, playing and looking things up a tenth, help nothing."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict, deque
+from collections.abc import Mapping
+
+from core.messages import Command, Request
+
+WINDOW = 60.0  # seconds
+TENTHS = 10  # costs are counted in tenths of a request, so sums stay exact
+
+# What each command costs, in tenths of a unit; requests_per_minute is in units.
+COSTS: Mapping[Command, int] = {
+    Command.SEARCH: 10,  # a text embedding
+    Command.SIMILAR: 10,  # decoding and embedding a short clip
+    Command.IDENTIFY: 10,
+    Command.ADD: 10,  # plus a unit per further minute of declared audio
+    Command.MORE: 2,  # a stored vector: no model
+    Command.REMOVE: 2,
+    Command.PAGE: 1,
+    Command.PLAY: 1,
+    Command.STATS: 1,
+    Command.LABELS: 1,
+    Command.HELP: 0,
+    Command.START: 0,
+    Command.REMEMBER: 0,
+    Command.MOVE: 0,
+    Command.SPACES: 0,
+}
+MAX_ADD_COST = 10 * TENTHS
+
+
+def cost(request: Request) -> int:
+    """A request's weight in tenths of a unit."""
+    base = COSTS.get(request.command, TENTHS)
+    if request.command is Command.PLAY and request.fresh_upload:
+        return 0  # the adapter finishing a reply that was already paid for
+    if request.command is Command.ADD and request.audio and request.audio[0].duration:
+        extra = math.ceil(request.audio[0].duration / 60.0) - 1
+        return min(MAX_ADD_COST, base + max(0, extra) * TENTHS)
+    return base
 
 
 class RateLimiter:
-    """At most `per_minute` requests per user in any 60 s window; 0 disables it."""
+    """At most `per_minute` units of cost per key in any 60 s window; 0 disables it."""
 
-    def __init__(self, per_minute: int, max_users: int = 100_000) -> None:
-        self.per_minute = per_minute
-        self.max_users = max_users
-        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+    def __init__(self, per_minute: int, max_keys: int = 100_000) -> None:
+        self.budget = per_minute * TENTHS
+        self.max_keys = max_keys
+        self._spent: OrderedDict[str, deque[tuple[float, int]]] = OrderedDict()
 
-    def allow(self, user: str, now: float | None = None) -> bool:
-        """Record a request; False if the user is over the limit."""
-        if self.per_minute <= 0:
-            return True
-        now = time.monotonic() if now is None else now
-        times = self._seen.pop(user, None) or deque()
-        while times and now - times[0] >= 60.0:
-            times.popleft()
-        self._seen[user] = times
-        if len(self._seen) > self.max_users:
-            self._seen.popitem(last=False)
-        if len(times) >= self.per_minute:
-            return False
-        times.append(now)
-        return True
+    def _window(self, key: str, now: float) -> deque[tuple[float, int]]:
+        spent = self._spent.pop(key, None) or deque()
+        while spent and now - spent[0][0] >= WINDOW:
+            spent.popleft()
+        self._spent[key] = spent
+        if len(self._spent) > self.max_keys:
+            self._spent.popitem(last=False)
+        return spent
 
-    def retry_after(self, user: str, now: float | None = None) -> float:
-        """Seconds until this user may send again."""
-        now = time.monotonic() if now is None else now
-        times = self._seen.get(user)
-        if not times or len(times) < self.per_minute:
+    def wait(self, key: str, weight: int, now: float | None = None) -> float:
+        """Seconds until a request of this weight fits (0.0: it fits now); records nothing."""
+        if self.budget <= 0 or weight <= 0:
             return 0.0
-        return max(0.0, 60.0 - (now - times[0]))
+        now = time.monotonic() if now is None else now
+        spent = self._window(key, now)
+        over = sum(w for _, w in spent) + weight - self.budget
+        if over <= 0 or not spent:
+            return 0.0  # a single request heavier than the whole budget still goes through on its own
+        for at, w in spent:
+            over -= w
+            if over <= 0:
+                return max(0.0, at + WINDOW - now)
+        return max(0.0, spent[-1][0] + WINDOW - now)
+
+    def spend(self, key: str, weight: int, now: float | None = None) -> None:
+        """Record a request of this weight."""
+        if self.budget <= 0 or weight <= 0:
+            return
+        now = time.monotonic() if now is None else now
+        self._window(key, now).append((now, weight))
+
+    def allow(self, key: str, weight: int = TENTHS, now: float | None = None) -> bool:
+        """Record the request if it fits; False if the key is over its budget."""
+        now = time.monotonic() if now is None else now
+        if self.wait(key, weight, now) > 0:
+            return False
+        self.spend(key, weight, now)
+        return True

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from core import command_table
 from core.messages import Added, AudioFile, ExactMatch, Hit, Label, Reply, ReplyKind, SpaceStats, Timeline
 
 MAX_EVENT_LINES = 20  # events listed in the text; the subtitles have them all
 
-HELP = """shira finds sounds by meaning.
-/search <words>        find sounds in this library by description
-/add [description]     add the attached sound (or: /add PATH [description] in the console)
-/similar               find sounds like the attached one
-what sound is this?    send a sound (or a voice note) and I'll guess what it is
-/play <id>             send a sample
-/more <id>             more sounds like sample <id>
-/remove <id>           remove a sample (its uploader or an admin)
-/labels [add|remove <label>]   this library's own labels for "what sound is this?"
-/stats                 library size
-/help                  this text"""
+
+def count(n: int, word: str, plural: str = "") -> str:
+    """A number with its noun: "1 sound", "3 sounds", "1 person", "2 people"."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+def help_for(platform: str) -> Reply:
+    """The help of one platform: only the commands that exist there."""
+    return Reply(ReplyKind.HELP, command_table.help_text(platform))
+
+
+def welcome_for(platform: str) -> Reply:
+    """The first answer a new user gets: what this is and one thing to try."""
+    return Reply(ReplyKind.WELCOME, command_table.welcome_text(platform))
 
 
 def clock(seconds: float) -> str:
@@ -97,10 +101,11 @@ def identify(
     )
 
 
-def added(result: Added) -> Reply:
-    """The answer to an addition."""
+def added(result: Added, audio: AudioFile | None = None) -> Reply:
+    """The answer to an addition, with the sound itself when the platform asked for it."""
     if result.duplicate:
-        return Reply(ReplyKind.ADDED, f"Already in the library as #{result.sample_id} ({result.name}).", added=result)
+        text = f"Already in the library as #{result.sample_id} ({result.name})."
+        return Reply(ReplyKind.ADDED, text, added=result, audio=audio)
     lines = [f"Added #{result.sample_id} {result.name} ({result.duration:.1f} s)."]
     if result.tags:
         lines.append("Tags: " + ", ".join(result.tags))
@@ -109,14 +114,15 @@ def added(result: Added) -> Reply:
         lines.append(f"It looks like a recording of #{same.sample_id} {same.name} ({same.confidence:.0%} sure).")
     for near in result.near_duplicates:
         lines.append(f"Very similar to #{near.sample_id} {near.name} ({near.score:.3f}).")
-    return Reply(ReplyKind.ADDED, "\n".join(lines), added=result)
+    return Reply(ReplyKind.ADDED, "\n".join(lines), added=result, audio=audio)
 
 
 def stats(value: SpaceStats, queue_depth: int) -> Reply:
     """Library statistics."""
     text = (
-        f"{value.samples} sounds, {value.seconds / 60:.1f} minutes, from {value.uploaders} people; "
-        f"{value.labels} custom labels. Queue: {queue_depth} waiting."
+        f"{count(value.samples, 'sound')}, {value.seconds / 60:.1f} minutes, "
+        f"from {count(value.uploaders, 'person', 'people')}; {count(value.labels, 'own label')}. "
+        f"Queue: {queue_depth} waiting."
     )
     return Reply(ReplyKind.STATS, text, stats=value)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -125,7 +126,24 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX inbox_state ON inbox(state, platform, received_at);
     """,
+    # v5: searches kept for paging across restarts; bounded and expiring (see save_query). Depends on no other table.
+    """
+    CREATE TABLE IF NOT EXISTS queries (
+        id TEXT PRIMARY KEY,
+        spaces TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        text TEXT NOT NULL DEFAULT '',
+        k INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        exclude INTEGER,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS queries_created ON queries(created_at);
+    """,
 )
+
+QUERY_SECONDS = 7 * 24 * 3600.0  # a search can be paged through for a week
+QUERY_ROWS = 10_000  # the most searches kept; the oldest go first
 
 
 @dataclass(frozen=True)
@@ -172,6 +190,18 @@ class NewSample:
     platform: str = ""
     platform_file_id: str | None = None
     fingerprint: bytes | None = None  # core.fingerprint.to_blob of the whole sound
+
+
+@dataclass(frozen=True)
+class SavedQuery:
+    """A search kept for paging: its spaces, vector and, for text searches, the words."""
+
+    spaces: tuple[str, ...]
+    vector: np.ndarray
+    text: str
+    k: int
+    title: str
+    exclude: int | None = None  # a sample left out ("more like this" one)
 
 
 def to_blob(vector: np.ndarray) -> bytes:
@@ -235,6 +265,9 @@ class Store(Protocol):
     async def cache_texts(self, model: str, vectors: dict[str, np.ndarray]) -> None: ...
     async def get_meta(self, key: str) -> str | None: ...
     async def set_meta(self, key: str, value: str) -> None: ...
+    async def save_query(self, query_id: str, query: SavedQuery) -> None: ...
+    async def load_query(self, query_id: str) -> SavedQuery | None: ...
+    async def rename_space(self, old: str, new: str) -> int: ...
 
 
 class SqliteStore:
@@ -689,6 +722,89 @@ class SqliteStore:
         """Set a value in the meta table."""
         async with self._transaction() as db:
             await db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    async def save_query(self, query_id: str, query: SavedQuery) -> None:
+        """Keep a search for paging; searches older than a week, or beyond the newest 10 000, are dropped."""
+        now = time.time()
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO queries (id, spaces, vector, text, k, title, exclude, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    query_id,
+                    json.dumps(list(query.spaces)),
+                    to_blob(query.vector),
+                    query.text,
+                    query.k,
+                    query.title,
+                    query.exclude,
+                    now,
+                ),
+            )
+            await db.execute(
+                "DELETE FROM queries WHERE created_at < ? OR created_at < coalesce("
+                "(SELECT created_at FROM queries ORDER BY created_at DESC LIMIT 1 OFFSET ?), 0)",
+                (now - QUERY_SECONDS, QUERY_ROWS - 1),
+            )
+
+    async def load_query(self, query_id: str) -> SavedQuery | None:
+        """A kept search, or None if it was never kept or has expired."""
+        row = await (
+            await self.db.execute(
+                "SELECT spaces, vector, text, k, title, exclude FROM queries WHERE id = ? AND created_at >= ?",
+                (query_id, time.time() - QUERY_SECONDS),
+            )
+        ).fetchone()
+        if row is None:
+            return None
+        return SavedQuery(
+            tuple(json.loads(row["spaces"])),
+            from_blob(row["vector"]),
+            row["text"],
+            int(row["k"]),
+            row["title"],
+            None if row["exclude"] is None else int(row["exclude"]),
+        )
+
+    async def rename_space(self, old: str, new: str) -> int:
+        """Give space old's samples and labels to space new; returns how many samples moved (0 if already done).
+
+        When new already has sounds, old's are merged in (exact copies stay once) and old is deleted.
+        """
+        async with self._transaction() as db:
+            found = await (await db.execute("SELECT id FROM spaces WHERE key = ?", (old,))).fetchone()
+            if found is None or old == new:
+                return 0
+            old_id = int(found["id"])
+            target = await (await db.execute("SELECT id FROM spaces WHERE key = ?", (new,))).fetchone()
+            if target is None:
+                await db.execute("UPDATE spaces SET key = ? WHERE id = ?", (new, old_id))
+                await self._bump(db, old_id)
+                moved = await (
+                    await db.execute("SELECT count(*) AS n FROM samples WHERE space_id = ?", (old_id,))
+                ).fetchone()
+                count = int(moved["n"])  # type: ignore[index]
+            else:
+                new_id = int(target["id"])
+                cursor = await db.execute(
+                    "UPDATE samples SET space_id = ? WHERE space_id = ?"
+                    " AND sha256 NOT IN (SELECT sha256 FROM samples WHERE space_id = ?)",
+                    (new_id, old_id, new_id),
+                )
+                count = cursor.rowcount
+                await db.execute(
+                    "INSERT OR IGNORE INTO space_labels (space_id, label) SELECT ?, label FROM space_labels"
+                    " WHERE space_id = ?",
+                    (new_id, old_id),
+                )
+                await db.execute(
+                    "DELETE FROM samples_fts WHERE rowid IN (SELECT id FROM samples WHERE space_id = ?)", (old_id,)
+                )
+                await db.execute("DELETE FROM spaces WHERE id = ?", (old_id,))  # cascades to copies left behind
+                await self._bump(db, new_id)
+        self._space_ids.pop(old, None)
+        self._space_ids.pop(new, None)
+        return count
 
     async def integrity_ok(self) -> bool:
         """PRAGMA integrity_check says ok."""

@@ -92,7 +92,7 @@ def load_loop(config_path: str, data_dir: str, seconds: float, seed: int) -> int
     config = dataclasses.replace(
         config,
         queue=dataclasses.replace(config.queue, max_pending=QUEUE),
-        limits=dataclasses.replace(config.limits, requests_per_minute=PER_MINUTE),
+        limits=dataclasses.replace(config.limits, requests_per_minute=PER_MINUTE, library_requests_per_minute=0),
     )
     rng = random.Random(seed)
     summary: dict[str, object] = {"bursts": 0, "requests": 0, "served": 0, "busy": 0, "rate_limited": 0, "errors": []}

@@ -93,4 +93,4 @@ def test_shira_console_process(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Added #1 beep.wav (1.0 s)." in proc.stdout
     assert 'Results for "beep":\n1. #1 beep.wav' in proc.stdout
-    assert "1 sounds" in proc.stdout
+    assert "1 sound, " in proc.stdout and "from 1 person" in proc.stdout

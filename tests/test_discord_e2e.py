@@ -22,6 +22,7 @@ from discord.http import Route
 from adapters.discord import create
 from adapters.discord.adapter import LATE, RESTARTING, DiscordAdapter
 from adapters.discord.translate import SLASH, Author, Taken
+from core.command_table import Platform, Style, entries
 from core.config import Config
 from core.engine import Engine
 from core.inbox import SqliteInbox
@@ -241,9 +242,19 @@ async def test_commands_are_synced_to_the_dev_guild_after_a_429(world: World) ->
     assert fake.find("PUT", rf"/applications/{fake.app_id}/commands") == []
     (synced,) = fake.find("PUT", path, status=200)
     by_name = {cmd["name"]: cmd for cmd in synced.body}
-    assert set(by_name) == {"search", "add", "similar", "remove", "stats", "help", IDENTIFY_MENU}
+    slash_names = ("search", "add", "similar", "remove", "labels", "stats", "help")
+    assert set(by_name) == {*slash_names, IDENTIFY_MENU}
     assert by_name[IDENTIFY_MENU]["type"] == 3
-    assert all(by_name[name]["type"] == 1 for name in ("search", "add", "similar", "remove", "stats", "help"))
+    assert all(by_name[name]["type"] == 1 for name in slash_names)
+    # Names, descriptions and option descriptions are the command table's, so help and Discord agree.
+    for spec in entries(Platform.DISCORD):
+        registered = by_name[spec.name]
+        if spec.style is Style.SLASH:
+            assert registered["description"] == spec.summary
+            options = {o["name"]: o for o in registered.get("options", [])}
+            assert [o.name for o in spec.options] == list(options)
+            assert all(options[o.name]["description"] == o.description for o in spec.options)
+            assert all(bool(options[o.name].get("required")) == o.required for o in spec.options)
     add_options = {o["name"]: o for o in by_name["add"]["options"]}
     assert add_options["file"]["type"] == 11 and add_options["file"]["required"]
     assert add_options["description"]["type"] == 3 and not add_options["description"]["required"]
@@ -504,9 +515,9 @@ async def test_send_delivers_unprompted_replies(world: World) -> None:
 
     posts = rf"/channels/{fake.channel_id}/messages"
     before = len(fake.find("POST", posts))
-    await world.adapter.send(f"discord:guild:{fake.guild_id}", Reply(ReplyKind.HELP, "shira finds sounds"))
+    await world.adapter.send(f"discord:guild:{fake.guild_id}", Reply(ReplyKind.TEXT, "shira finds *sounds*"))
     sent = await fake.wait_for("POST", posts, count=before + 1)
-    assert sent[-1].body["embeds"][0]["description"] == "shira finds sounds"
+    assert sent[-1].body["content"] == "shira finds \\*sounds\\*"
     await world.adapter.send("discord:guild:1", Reply(ReplyKind.TEXT, "nobody hears this"))  # unknown: dropped
     assert len(fake.find("POST", posts)) == before + 1
 

@@ -20,6 +20,7 @@ from adapters.discord.render import (
 from adapters.discord.translate import (
     ADMINISTRATOR,
     BUTTON,
+    MANAGE_GUILD,
     MANAGE_MESSAGES,
     MESSAGE,
     SLASH,
@@ -86,7 +87,19 @@ def test_admin_needs_manage_messages_in_a_guild() -> None:
     assert is_admin(MOD)
     assert is_admin(Author(1, "a", GUILD, ADMINISTRATOR))
     assert not is_admin(MEMBER)
-    assert not is_admin(Author(1, "a", None, MANAGE_MESSAGES))  # a DM grants nothing over shared libraries
+    assert is_admin(Author(1, "a", None, 0))  # a DM library is the user's own; requests only change their space
+
+
+def test_library_settings_need_manage_server_or_the_admin_role() -> None:
+    assert not is_admin(MOD, Command.LABELS)  # Manage Messages moderates sounds, not settings
+    assert is_admin(Author(1, "a", GUILD, MANAGE_GUILD), Command.LABELS)
+    assert is_admin(MEMBER, Command.LABELS, admin_role="sound adders") and is_admin(MEMBER, Command.LABELS, "900")
+    assert not is_admin(MEMBER, Command.LABELS, admin_role="")
+    labels = slash_request(
+        "labels", {"action": "add", "label": "  door   slam "}, MEMBER, RecordingFetch(), None, "900"
+    )
+    assert (labels.command, labels.text, labels.is_admin) == (Command.LABELS, "add door slam", True)
+    assert slash_request("labels", {}, MOD, RecordingFetch()).text == ""
 
 
 def test_add_role_by_name_or_id() -> None:
@@ -222,7 +235,14 @@ def test_wants_message() -> None:
 def test_results_embed_and_buttons() -> None:
     hits = (hit(3, 0.91, 2.0, 4.5, 30.0), hit(5, 0.42, 0.0, 3.0, 3.0))
     reply = Reply(
-        ReplyKind.RESULTS, 'Results for "dog":\n...', hits=hits, query_id="q1", page=0, has_more=True, audio=audio(3)
+        ReplyKind.RESULTS,
+        'Results for "dog":\n...',
+        title='Results for "dog"',
+        hits=hits,
+        query_id="q1",
+        page=0,
+        has_more=True,
+        audio=audio(3),
     )
     out = render(reply)
     assert out.embed is not None and not out.ephemeral
@@ -278,12 +298,13 @@ def test_added_stats_audio_help() -> None:
     stats = render(Reply(ReplyKind.STATS, "s", stats=SpaceStats("discord:guild:42", 3, 75.0, 2, 1)))
     assert stats.embed is not None
     assert {f["name"]: f["value"] for f in stats.embed["fields"]}["Samples"] == "3"
+    assert "/labels" in stats.embed["footer"]["text"]  # the labels counted are ones Discord users can change
 
     played = render(Reply(ReplyKind.AUDIO, "#4 dog bark", audio=audio(4)))
     assert played.attach == audio(4) and ids(played.buttons) == ["shira:more:4"]
 
     helped = render(Reply(ReplyKind.HELP, "shira finds sounds"))
-    assert helped.embed is not None and helped.embed["description"] == "shira finds sounds"
+    assert helped.embed is not None and helped.embed["description"].startswith("`/search query [k]` — ")
 
 
 def test_errors_are_ephemeral_text() -> None:

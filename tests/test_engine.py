@@ -295,8 +295,8 @@ async def test_auto_tags_make_sounds_findable_by_words(
         tmp_path / "d", tiny_model_dir, search={"vocabulary": "none", "autotags": 2, "autotag_min_score": 0.0}
     )
     async with Engine.open(config) as engine:
-        await engine.handle(req(Command.LABELS, "add woodpecker"))
-        await engine.handle(req(Command.LABELS, "add foghorn"))
+        await engine.handle(req(Command.LABELS, "add woodpecker", is_admin=True))
+        await engine.handle(req(Command.LABELS, "add foghorn", is_admin=True))
         listed = await engine.handle(req(Command.LABELS))
         assert "woodpecker" in listed.text and "foghorn" in listed.text
         reply = await engine.handle(req(Command.ADD, audio=(ref(sounds["click"]),)))
@@ -325,3 +325,66 @@ async def test_two_processes_on_one_library_stay_in_step(config: Config, sounds:
         assert len(server.indexes.get("lib")) == 2 and len(importer.indexes.get("lib")) == 2
     async with Engine.open(config, warm_labels=False) as reopened:
         assert len(reopened.indexes.get("lib")) == 2
+
+
+async def test_labels_are_changed_by_admins_only_and_capped(tmp_path: Path, tiny_model_dir: Path) -> None:
+    config = make_config(tmp_path / "d", tiny_model_dir, limits={"labels_per_library": 2})
+    async with Engine.open(config, model=False) as engine:
+        refused = await engine.handle(req(Command.LABELS, "add siren"))
+        assert refused.kind == ReplyKind.ERROR and "Only an admin" in refused.text
+        assert await engine.store.space_labels("s1") == []
+        for label in ("siren", "door slam"):
+            assert "Added the label" in (await engine.handle(req(Command.LABELS, f"add {label}", is_admin=True))).text
+        again = await engine.handle(req(Command.LABELS, "add siren", is_admin=True))
+        assert again.kind == ReplyKind.TEXT and "already has" in again.text
+        full = await engine.handle(req(Command.LABELS, "add kettle", is_admin=True))
+        assert full.kind == ReplyKind.ERROR and "2 labels" in full.text
+        assert await engine.store.space_labels("s1") == ["door slam", "siren"]
+        listed = await engine.handle(req(Command.LABELS))  # anyone may look
+        assert listed.text == "This library's labels: door slam, siren"
+
+
+async def test_a_busy_library_is_limited_as_a_whole_and_told_when_to_retry(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    config = make_config(
+        tmp_path / "d", tiny_model_dir, limits={"requests_per_minute": 5, "library_requests_per_minute": 8}
+    )
+    async with Engine.open(config, model=False) as engine:
+        asks = [req(Command.STATS, user=f"u{n % 3}") for n in range(80)]  # 80 tenths: the library's whole budget
+        assert {(await engine.handle(r)).kind for r in asks} == {ReplyKind.STATS}
+        crowded = await engine.handle(req(Command.STATS, user="u9"))
+        assert crowded.kind == ReplyKind.BUSY and "very busy" in crowded.text and "try again in" in crowded.text
+        elsewhere = await engine.handle(dataclasses.replace(req(Command.STATS, user="u9"), space="s2"))
+        assert elsewhere.kind == ReplyKind.STATS  # the user is fine, and so is another library
+        free = await engine.handle(req(Command.HELP, user="u9"))
+        assert free.kind == ReplyKind.HELP
+
+
+async def test_a_library_moves_to_a_new_space_key_once(engine: Engine, sounds: dict[str, Path]) -> None:
+    ids = await add_all(engine, {k: sounds[k] for k in ("tone", "noise")}, space="telegram:-42")
+    before = await engine.handle(Request("telegram", "telegram:-42", "telegram:1", Command.SEARCH, "tone"))
+    assert len(before.hits) == 2
+    forged = Request("telegram", "telegram:-42", "telegram:1", Command.MOVE, "telegram:-10042")
+    assert (await engine.handle(forged)).kind == ReplyKind.ERROR  # only the adapter, for a service message
+    sideways = Request("telegram", "telegram:-42", "telegram:1", Command.MOVE, "discord:guild:1", is_admin=True)
+    assert (await engine.handle(sideways)).kind == ReplyKind.ERROR  # never onto another platform's library
+    move = dataclasses.replace(forged, is_admin=True)
+    assert (await engine.handle(move)).text == "Moved 2 sounds from telegram:-42 to telegram:-10042."
+    assert (await engine.handle(move)).text == "Moved 0 sounds from telegram:-42 to telegram:-10042."
+    after = await engine.handle(Request("telegram", "telegram:-10042", "telegram:1", Command.SEARCH, "tone"))
+    assert {h.sample_id for h in after.hits} == set(ids.values())
+    assert await engine.store.count("telegram:-42") == 0
+
+
+async def test_paging_survives_a_restart(config: Config, sounds: dict[str, Path]) -> None:
+    async with Engine.open(config) as engine:
+        await add_all(engine, sounds)
+        first = await engine.handle(req(Command.SEARCH, "noise", k=2))
+        assert first.query_id is not None and first.has_more
+    async with Engine.open(config) as engine:  # nothing in memory
+        second = await engine.handle(req(Command.PAGE, first.query_id, page=1))
+        assert second.kind == ReplyKind.RESULTS and second.offset == 2 and second.title == first.title
+        assert not {h.sample_id for h in second.hits} & {h.sample_id for h in first.hits}
+        elsewhere = await engine.handle(dataclasses.replace(req(Command.PAGE, first.query_id, page=1), space="s2"))
+        assert elsewhere.kind == ReplyKind.ERROR  # a query id from another library is refused

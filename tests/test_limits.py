@@ -175,10 +175,13 @@ async def test_full_library_is_refused_before_download(engine: RecordingEngine, 
 async def test_rate_limit_is_per_user_and_refuses_before_download(engine: RecordingEngine, tmp_path: Path) -> None:
     downloads = Downloads()
     data = short_sound(tmp_path)
-    answers = [await engine.handle(Request("test", "s", "fast", Command.STATS)) for _ in range(6)]
-    assert all(a.kind == ReplyKind.STATS for a in answers)
+    # The budget is 6 units: looking things up costs a tenth, model work (a search) a whole unit.
+    answers = [await engine.handle(Request("test", "s", "fast", Command.STATS)) for _ in range(20)]
+    answers += [await engine.handle(Request("test", "s", "fast", Command.SEARCH, f"rain {n}")) for n in range(4)]
+    assert [a.kind for a in answers] == [ReplyKind.STATS] * 20 + [ReplyKind.RESULTS] * 4
     decodes = len(engine.decodes)
-    assert_refused(await engine.handle(add(downloads.ref(data), user="fast")), "too quickly", kind=ReplyKind.BUSY)
+    refused = await engine.handle(add(downloads.ref(data), user="fast"))
+    assert_refused(refused, "too quickly", "try again in", "second", kind=ReplyKind.BUSY)
     assert downloads.count == 0 and len(engine.decodes) == decodes
     help_reply = await engine.handle(Request("test", "s", "fast", Command.HELP))
     assert help_reply.kind == ReplyKind.HELP  # help stays available

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core.store import MIGRATIONS, NewSample, SqliteStore, fts_query
+from core.store import MIGRATIONS, NewSample, SavedQuery, SqliteStore, fts_query
 
 
 def sample(space: str, sha: str, name: str, dim: int = 4, windows: int = 2, **kw: object) -> NewSample:
@@ -118,3 +120,48 @@ async def test_text_cache_and_labels(store: SqliteStore) -> None:
     assert await store.space_labels("a") == ["squeaky door"]
     assert await store.remove_space_label("a", "squeaky door")
     assert not await store.remove_space_label("a", "squeaky door")
+
+
+async def test_queries_are_kept_bounded_and_expire(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.store as store_module
+
+    vector = np.arange(4, dtype=np.float32)
+    query = SavedQuery(("telegram:1", "global"), vector, "rain", 5, 'Results for "rain"', exclude=3)
+    await store.save_query("q1", query)
+    kept = await store.load_query("q1")
+    assert kept is not None and kept.spaces == query.spaces and np.array_equal(kept.vector, vector)
+    assert (kept.text, kept.k, kept.title, kept.exclude) == ("rain", 5, 'Results for "rain"', 3)
+    assert await store.load_query("nope") is None
+
+    monkeypatch.setattr(store_module, "QUERY_ROWS", 3)
+    for n in range(5):
+        await store.save_query(f"n{n}", dataclasses.replace(query, exclude=None))
+    rows = await (await store.db.execute("SELECT id FROM queries ORDER BY created_at")).fetchall()
+    assert [r["id"] for r in rows] == ["n2", "n3", "n4"]  # the newest few
+    assert (await store.load_query("n4")) is not None and (await store.load_query("n4")).exclude is None  # type: ignore[union-attr]
+
+    clock = time.time() + store_module.QUERY_SECONDS + 1
+    monkeypatch.setattr(store_module.time, "time", lambda: clock)
+    assert await store.load_query("n4") is None  # a week later
+
+
+async def test_renaming_a_space_moves_or_merges_its_library_once(store: SqliteStore) -> None:
+    moved = (await store.add_sample(sample("old", "1" * 64, "a.wav"))).sample_id
+    await store.add_space_label("old", "siren")
+    assert await store.rename_space("old", "new") == 1
+    assert await store.count("new") == 1 and await store.count("old") == 0
+    assert (await store.get_sample(moved)).space == "new"  # type: ignore[union-attr]
+    assert await store.space_labels("new") == ["siren"] and "old" not in await store.spaces()
+    assert await store.rename_space("old", "new") == 0  # the second service message changes nothing
+
+    # Someone used the new chat before its library arrived: the two are merged, exact copies kept once.
+    await store.add_sample(sample("older", "2" * 64, "b.wav"))
+    await store.add_sample(sample("older", "1" * 64, "a copy.wav"))
+    await store.add_space_label("older", "siren")
+    await store.add_space_label("older", "kettle")
+    assert await store.rename_space("older", "new") == 1
+    assert await store.count("new") == 2 and "older" not in await store.spaces()
+    assert await store.space_labels("new") == ["kettle", "siren"]
+    assert await store.lexical(["new"], "copy", 10) == []  # the copy left behind is gone from search too
+    assert len(await store.lexical(["new"], "b a", 10)) == 2
+    assert await store.integrity_ok()

@@ -98,7 +98,8 @@ async def test_private_voice_note_is_identified() -> None:
     assert request.command == Command.IDENTIFY
     assert (request.platform, request.space, request.user) == ("telegram", "telegram:7", "telegram:7")
     (ref,) = request.audio
-    assert (ref.filename, ref.size, ref.duration, ref.mime) == ("voice.ogg", 1234, 4.0, "audio/ogg")
+    assert (ref.size, ref.duration, ref.mime) == (1234, 4.0, "audio/ogg")
+    assert re.fullmatch(r"Voice note, Alice, \d{4}-\d\d-\d\d \d\d:\d\d\.ogg", ref.filename), ref.filename
     assert ref.platform_file_id == "voice:V9"
     assert await ref.fetch() == b"bytes of V9" and fetched[-1] == "V9"
 
@@ -290,14 +291,24 @@ def buttons(rendered: render.Rendered) -> list[list[tuple[str, str]]]:
 
 def test_results_render_with_a_paginated_keyboard() -> None:
     hits = (hit(3, "<b>rain</b>"), hit(9))
-    reply = Reply(ReplyKind.RESULTS, 'Results for "rain":\n...', hits=hits, query_id="q1", page=1, has_more=True)
+    reply = Reply(
+        ReplyKind.RESULTS,
+        'Results for "rain":\n...',
+        title='Results for "rain"',
+        hits=hits,
+        query_id="q1",
+        page=1,
+        offset=2,
+        has_more=True,
+    )
     rendered = render.render(reply)
     assert rendered.text is not None
-    assert rendered.text.startswith('<b>Results for "rain":</b> · page 2')
+    assert rendered.text.startswith('<b>Results for "rain"</b> · page 2\n3. ')  # the title, not the text's first line
+    assert "\n4. <b>rain</b> #9" in rendered.text
     assert "&lt;b&gt;rain&lt;/b&gt;" in rendered.text and "#3" in rendered.text and "0:01–0:03" in rendered.text
     assert buttons(rendered) == [
-        [("▶ 1", "a:3"), ("▶ 2", "a:9")],
-        [("≈ 1", "m:3"), ("≈ 2", "m:9")],
+        [("▶ 3", "a:3"), ("▶ 4", "a:9")],
+        [("≈ 3", "m:3"), ("≈ 4", "m:9")],
         [("« Prev", "p:q1:0"), ("Next »", "p:q1:2")],
     ]
     assert rendered.audio is None
@@ -334,7 +345,7 @@ def test_busy_error_help_and_audio() -> None:
     assert render.render(Reply(ReplyKind.BUSY, "")).text == "⏳ " + render.BUSY_TEXT
     error = render.render(Reply(ReplyKind.ERROR, "There is no sound #4 <here>."))
     assert error.text == "⚠️ There is no sound #4 &lt;here&gt;."
-    helped = render.render(Reply(ReplyKind.HELP, "shira finds sounds"), "shira_test_bot")
+    helped = render.render(Reply(ReplyKind.HELP, "shira finds sounds"), render.Place("shira_test_bot"))
     assert helped.text is not None and "@shira_test_bot thunder" in helped.text
     audio = AudioFile(2, "dog", Path("x.ogg"), 1.0, "voice:V1")
     played = render.render(Reply(ReplyKind.AUDIO, "#2 dog", audio=audio))

@@ -12,8 +12,8 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Coroutine, Iterator
-from typing import Any, Final
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Final, Literal
 
 import aiohttp
 import discord
@@ -42,12 +42,13 @@ from adapters.discord.translate import (
     not_audio_message,
     wants_message,
 )
+from core.command_table import Platform, Style, entries, entry
 from core.errors import UserError
 from core.messages import Command, Door, Inbox, Reply, ReplyKind, Request
 
 log = logging.getLogger(__name__)
 
-IDENTIFY_MENU = "What sound is this?"
+IDENTIFY_MENU = next(e.name for e in entries(Platform.DISCORD) if e.style is Style.MESSAGE)
 DOWNLOAD_TIMEOUT = 60.0
 SORRY = "Sorry, something went wrong on my side. Please try again."
 RESTARTING = "I'm restarting; please try again in a moment."
@@ -105,6 +106,10 @@ class ShiraClient(discord.Client):
     async def on_message(self, message: discord.Message) -> None:
         """Voice messages and audio files addressed to the bot."""
         await self.adapter.on_message(message)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        """A server added the bot: say hello."""
+        await self.adapter.on_guild_join(guild)
 
 
 def author_of(user: discord.abc.User, guild_id: int | None, permissions: int) -> Author:
@@ -258,17 +263,26 @@ class DiscordAdapter:
     # commands
 
     def _register_commands(self) -> None:
+        """Register every Discord command of the one command table, named and described as it says."""
         tree = self.client.tree
 
-        @tree.command(name="search", description="Search this server's sounds by meaning")
-        @app_commands.describe(query="What to listen for, e.g. 'dog barking in the rain'", k="How many results")
+        def described(name: str) -> Callable[[Any], Any]:
+            spec = entry(name, Platform.DISCORD)
+
+            def register(callback: Any) -> Any:
+                if spec.options:
+                    callback = app_commands.describe(**{o.name: o.description for o in spec.options})(callback)
+                return tree.command(name=spec.name, description=spec.summary)(callback)
+
+            return register
+
+        @described("search")
         async def search(
             interaction: discord.Interaction, query: str, k: app_commands.Range[int, 1, 50] | None = None
         ) -> None:
             await self._slash(interaction, "search", {"query": query, "k": k})
 
-        @tree.command(name="add", description="Add a sound to this server's library")
-        @app_commands.describe(file="An audio file", description="What it is (helps text search)")
+        @described("add")
         async def add(
             interaction: discord.Interaction, file: discord.Attachment, description: str | None = None
         ) -> None:
@@ -280,21 +294,27 @@ class DiscordAdapter:
                 return
             await self._slash(interaction, "add", {"file": file, "description": description})
 
-        @tree.command(name="similar", description="Find sounds that sound like a file")
-        @app_commands.describe(file="An audio file")
+        @described("similar")
         async def similar(interaction: discord.Interaction, file: discord.Attachment) -> None:
             await self._slash(interaction, "similar", {"file": file})
 
-        @tree.command(name="remove", description="Remove a sound you added (moderators: any sound)")
-        @app_commands.describe(id="The sample id, e.g. 12")
+        @described("remove")
         async def remove(interaction: discord.Interaction, id: str) -> None:
             await self._slash(interaction, "remove", {"id": id}, ephemeral=True)
 
-        @tree.command(name="stats", description="How big this library is")
+        @described("labels")
+        async def labels(
+            interaction: discord.Interaction,
+            action: Literal["add", "remove"] | None = None,
+            label: app_commands.Range[str, 1, 100] | None = None,
+        ) -> None:
+            await self._slash(interaction, "labels", {"action": action, "label": label}, ephemeral=True)
+
+        @described("stats")
         async def stats(interaction: discord.Interaction) -> None:
             await self._slash(interaction, "stats", {}, ephemeral=True)
 
-        @tree.command(name="help", description="What this bot can do")
+        @described("help")
         async def help_(interaction: discord.Interaction) -> None:
             await self._slash(interaction, "help", {}, ephemeral=True)
 
@@ -303,6 +323,10 @@ class DiscordAdapter:
             await self._identify(interaction, message)
 
         tree.error(self._on_tree_error)
+        registered = {command.name for command in tree.get_commands()}
+        listed = {e.name for e in entries(Platform.DISCORD)}
+        if registered != listed:  # the help would promise what isn't there, or hide what is
+            raise RuntimeError(f"Discord commands {sorted(registered)} differ from the command table {sorted(listed)}")
 
     async def _slash(
         self, interaction: discord.Interaction, name: str, options: dict[str, Any], ephemeral: bool = False
@@ -374,12 +398,13 @@ class DiscordAdapter:
 
     async def _complete(self, key: str, taken: Taken, late: bool = False) -> None:
         """Ask the core and deliver the answer; once delivered (or refused by Discord), mark it done."""
-        req = taken.request(self._download, self.global_space)
+        req = taken.request(self._download, self.global_space, self.config.admin_role)
         if req is None or (late and taken.is_interaction and not await self._deferred(key, taken)):
             await self._done(key)
             return
         async with self._typing(taken):
-            reply = await self._handle(dataclasses.replace(req, replay=late), taken.upload_limit)
+            limit = 0 if req.command is Command.ADD else taken.upload_limit  # an addition attaches nothing
+            reply = await self._handle(dataclasses.replace(req, replay=late), limit)
         rendered = render(reply)
         if late:
             rendered = dataclasses.replace(rendered, content=f"{LATE}\n{rendered.content}".strip()[:2000])
@@ -427,6 +452,22 @@ class DiscordAdapter:
                 await interaction.followup.send(SORRY, ephemeral=True)
             else:
                 await interaction.response.send_message(SORRY, ephemeral=True)
+
+    # joining a server
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        """Welcome a new server in its system channel, with one thing to try, if the bot may write there."""
+        channel, me = guild.system_channel, guild.me  # without the members intent, guild.me may be unknown
+        if channel is None or (me is not None and not channel.permissions_for(me).send_messages):
+            log.info("joined guild %s; no system channel to greet in", guild.id)
+            return
+        reply = await self._handle(
+            Request(PLATFORM, f"{PLATFORM}:guild:{guild.id}", f"{PLATFORM}:bot", Command.START), 0
+        )
+        try:
+            await channel.send(**self._message_kwargs(render(reply)))
+        except discord.HTTPException:
+            log.warning("could not greet guild %s", guild.id, exc_info=True)
 
     # plain messages
 
@@ -499,23 +540,23 @@ class DiscordAdapter:
         """Start answering what earlier runs journaled and never answered, while they can still be answered."""
         if self.inbox is None:
             return
-        entries = await self.inbox.pending(PLATFORM)
-        if entries:
-            log.info("Discord: %d request(s) left unanswered before the restart", len(entries))
-        for entry in entries:
+        waiting = await self.inbox.pending(PLATFORM)
+        if waiting:
+            log.info("Discord: %d request(s) left unanswered before the restart", len(waiting))
+        for item in waiting:
             try:
-                taken = Taken.from_json(entry.payload)
+                taken = Taken.from_json(item.payload)
             except (KeyError, TypeError, ValueError):
-                log.warning("Discord request %s in the inbox can't be read; dropping it", entry.key)
-                await self._done(entry.key)
+                log.warning("Discord request %s in the inbox can't be read; dropping it", item.key)
+                await self._done(item.key)
                 continue
-            age = time.time() - entry.received_at
+            age = time.time() - item.received_at
             if age > (TOKEN_SECONDS if taken.is_interaction else MESSAGE_SECONDS):
                 what = "its token has expired" if taken.is_interaction else "its links have expired"
-                log.warning("Discord %s %s is %.0f min old and %s; dropping it", taken.kind, entry.key, age / 60, what)
-                await self._done(entry.key)
+                log.warning("Discord %s %s is %.0f min old and %s; dropping it", taken.kind, item.key, age / 60, what)
+                await self._done(item.key)
                 continue
-            self._spawn(self._complete(entry.key, taken, late=True))
+            self._spawn(self._complete(item.key, taken, late=True))
 
     # what is in flight
 

@@ -28,5 +28,6 @@ class DiscordConfig:
     gateway_url: Annotated[Str, AfterValidator(_gateway_url)] = ""  # empty: ask the API
     dev_guild: Limit = 0  # sync commands to this guild only; 0 syncs globally
     add_role: Str = ""  # empty: anyone may /add
+    admin_role: Str = ""  # members with this role (name or id) may change library settings, as Manage Server may
     global_library: Bool = False
     watch_channels: tuple[Count, ...] = ()  # empty: every channel, on mention

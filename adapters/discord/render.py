@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from core.command_table import EXAMPLES, Platform, help_lines, welcome_text
 from core.messages import AudioFile, Command, Hit, Reply, ReplyKind
 from core.replies import exact_line
 
@@ -20,6 +21,10 @@ MAX_TITLE = 256
 PRIMARY = 1
 SECONDARY = 2
 
+MARKDOWN = re.compile(r"([\\*_~|`>\[\]()<])")  # what Discord would read as formatting, a link or a mention
+MENTION = re.compile(r"@(everyone|here)", re.IGNORECASE)
+LINK = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(//)")
+
 COLOURS = {
     ReplyKind.RESULTS: 0x5865F2,
     ReplyKind.IDENTIFY: 0xEB459E,
@@ -27,6 +32,7 @@ COLOURS = {
     ReplyKind.REMOVED: 0x99AAB5,
     ReplyKind.STATS: 0x5865F2,
     ReplyKind.HELP: 0x5865F2,
+    ReplyKind.WELCOME: 0x57F287,
     ReplyKind.AUDIO: 0xFEE75C,
 }
 
@@ -71,8 +77,18 @@ def parse_button_id(custom_id: str) -> tuple[Command, str, int] | None:
     return command, query_id, int(page)
 
 
+def escape(text: str) -> str:
+    """User text shown as typed: no bold, spoilers, code, quotes, masked or bare links, mentions or pings."""
+    text = MARKDOWN.sub(r"\\\1", text)
+    text = LINK.sub(r"\1\\:\2", text)
+    return MENTION.sub("@\u200b\\1", text)
+
+
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    return (cut[:-1] if cut.endswith("\\") and not cut.endswith("\\\\") else cut) + "…"
 
 
 def _seconds(value: float) -> str:
@@ -87,15 +103,15 @@ def _span(hit: Hit) -> str:
 
 def hit_line(position: int, hit: Hit) -> str:
     """One hit: position, id, name, score, matching time span and tags."""
-    line = f"**{position}.** `#{hit.sample_id}` **{_clip(hit.name, 80)}** — {hit.score:.2f} · {_span(hit)}"
+    line = f"**{position}.** `#{hit.sample_id}` **{escape(_clip(hit.name, 80))}** — {hit.score:.2f} · {_span(hit)}"
     if hit.tags:
-        line += f"\n  {', '.join(hit.tags[:5])}"
+        line += f"\n  {escape(', '.join(hit.tags[:5]))}"
     return line
 
 
-def _hits_text(hits: tuple[Hit, ...], limit: int) -> str:
+def _hits_text(hits: tuple[Hit, ...], limit: int, offset: int = 0) -> str:
     lines: list[str] = []
-    for position, hit in enumerate(hits, start=1):
+    for position, hit in enumerate(hits, start=offset + 1):
         line = hit_line(position, hit)
         if sum(len(x) + 1 for x in lines) + len(line) > limit:
             break
@@ -106,7 +122,7 @@ def _hits_text(hits: tuple[Hit, ...], limit: int) -> str:
 def _hit_buttons(reply: Reply) -> tuple[Button, ...]:
     buttons = [
         Button(f"▶ {position}", button_id(Command.PLAY, str(hit.sample_id)))
-        for position, hit in enumerate(reply.hits[:MAX_PLAY_BUTTONS], start=1)
+        for position, hit in enumerate(reply.hits[:MAX_PLAY_BUTTONS], start=reply.offset + 1)
     ]
     if reply.hits:
         top = reply.hits[0].sample_id
@@ -137,14 +153,13 @@ def _field(name: str, value: str, inline: bool = False) -> dict[str, Any]:
 
 def _results(reply: Reply) -> Rendered:
     footer = f"Page {reply.page + 1}" + (" · more on the next page" if reply.has_more else "")
-    description = _hits_text(reply.hits, MAX_DESCRIPTION) or "No matching sounds."
-    title = reply.text.splitlines()[0].rstrip(":") if reply.text else "Search results"
-    embed = _embed(reply, title, description, footer=footer)
+    description = _hits_text(reply.hits, MAX_DESCRIPTION, reply.offset) or "No matching sounds."
+    embed = _embed(reply, escape(reply.title) or "Search results", description, footer=footer)
     return Rendered(embed=embed, buttons=_hit_buttons(reply), attach=reply.audio)
 
 
 def _identify(reply: Reply) -> Rendered:
-    labels = "\n".join(f"**{label.label}** — {label.score:.0%}" for label in reply.labels) or "No idea, sorry."
+    labels = "\n".join(f"**{escape(label.label)}** — {label.score:.0%}" for label in reply.labels) or "No idea, sorry."
     fields = [_field("Sounds like", labels), _field("Closest samples", _hits_text(reply.hits, MAX_FIELD))]
     exact = exact_line(reply.exact) if reply.exact is not None else ""
     embed = _embed(reply, "What sound is this?", exact, fields=fields)
@@ -156,9 +171,9 @@ def _added(reply: Reply) -> Rendered:
     if added is None:
         return Rendered(content=reply.text)
     title = f"Already in the library: #{added.sample_id}" if added.duplicate else f"Added #{added.sample_id}"
-    fields = [_field("Name", _clip(added.name, 200), True), _field("Duration", _seconds(added.duration), True)]
+    fields = [_field("Name", escape(_clip(added.name, 200)), True), _field("Duration", _seconds(added.duration), True)]
     if added.tags:
-        fields.append(_field("Tags", ", ".join(added.tags), True))
+        fields.append(_field("Tags", escape(", ".join(added.tags)), True))
     if added.near_duplicates:
         fields.append(_field("Very similar to", _hits_text(added.near_duplicates, MAX_FIELD)))
     buttons = (Button("More like this", button_id(Command.MORE, str(added.sample_id)), PRIMARY),)
@@ -173,27 +188,51 @@ def _stats(reply: Reply) -> Rendered:
         _field("Samples", str(stats.samples), True),
         _field("Audio", _seconds(stats.seconds), True),
         _field("Uploaders", str(stats.uploaders), True),
-        _field("Labels", str(stats.labels), True),
+        _field("Own labels", str(stats.labels), True),
     ]
-    return Rendered(embed=_embed(reply, "Library", fields=fields))
+    return Rendered(embed=_embed(reply, "Library", fields=fields, footer="/labels lists them; admins change them"))
 
 
 def _audio(reply: Reply) -> Rendered:
     audio = reply.audio
     if audio is None:
         return Rendered(content=reply.text)
-    embed = _embed(reply, f"#{audio.sample_id} {audio.title}", _seconds(audio.duration))
+    embed = _embed(reply, f"#{audio.sample_id} {escape(audio.title)}", _seconds(audio.duration))
     buttons = (Button("More like this", button_id(Command.MORE, str(audio.sample_id)), PRIMARY),)
     return Rendered(embed=embed, buttons=buttons, attach=audio)
+
+
+def help_embed() -> dict[str, Any]:
+    """Every command that exists on Discord, from the one command table."""
+    lines = [f"`{usage}` — {about}" for usage, about in help_lines(Platform.DISCORD)]  # the table's own words
+    return {
+        "title": "shira finds sounds by meaning",
+        "description": _clip("\n".join(lines), MAX_DESCRIPTION),
+        "color": COLOURS[ReplyKind.HELP],
+        "footer": {"text": f"Try {EXAMPLES[Platform.DISCORD]}"},
+    }
+
+
+def welcome_embed() -> dict[str, Any]:
+    """Hello, and one thing to try."""
+    return {
+        "title": "Hi! I'm shira",
+        "description": welcome_text(Platform.DISCORD),
+        "color": COLOURS[ReplyKind.WELCOME],
+    }
 
 
 def render(reply: Reply) -> Rendered:
     """The Discord form of a reply."""
     if reply.is_error:
-        text = reply.text
+        text = escape(reply.text)
         if reply.error_id and reply.error_id not in text:
             text += f" (error id {reply.error_id})"
         return Rendered(content=_clip(text, 2000), ephemeral=True)
+    if reply.kind is ReplyKind.HELP:
+        return Rendered(embed=help_embed())
+    if reply.kind is ReplyKind.WELCOME:
+        return Rendered(embed=welcome_embed())
     if reply.kind is ReplyKind.RESULTS:
         return _results(reply)
     if reply.kind is ReplyKind.IDENTIFY:
@@ -204,12 +243,11 @@ def render(reply: Reply) -> Rendered:
         return _stats(reply)
     if reply.kind is ReplyKind.AUDIO:
         return _audio(reply)
-    if reply.kind in (ReplyKind.HELP, ReplyKind.REMOVED):
-        title = "shira" if reply.kind is ReplyKind.HELP else "Removed"
-        return Rendered(embed=_embed(reply, title, reply.text))
-    return Rendered(content=_clip(reply.text, 2000))
+    if reply.kind is ReplyKind.REMOVED:
+        return Rendered(embed=_embed(reply, "Removed", escape(reply.text)))
+    return Rendered(content=_clip(escape(reply.text), 2000))
 
 
 def error(text: str) -> Rendered:
-    """An ephemeral error the adapter found itself (before asking the core)."""
-    return Rendered(content=_clip(text, 2000), ephemeral=True)
+    """An ephemeral error the adapter found itself (before asking the core); it may quote a file name."""
+    return Rendered(content=_clip(escape(text), 2000), ephemeral=True)

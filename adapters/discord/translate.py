@@ -10,25 +10,21 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from adapters.discord.render import parse_button_id
+from core.command_table import Platform, commands
 from core.files import is_audio_name
 from core.messages import AudioRef, Command, Request
 
 PLATFORM = "discord"
 VOICE_MESSAGE_FLAG = 1 << 13  # MessageFlags.IS_VOICE_MESSAGE
 ADMINISTRATOR = 1 << 3
+MANAGE_GUILD = 1 << 5
 MANAGE_MESSAGES = 1 << 13
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes a bot may upload when Discord does not say
 AUDIO_MIME_PREFIXES = ("audio/", "video/")
 AUDIO_MIMES = frozenset({"application/ogg", "application/x-ogg"})
 
-SLASH_COMMANDS: Mapping[str, Command] = {
-    "search": Command.SEARCH,
-    "add": Command.ADD,
-    "similar": Command.SIMILAR,
-    "remove": Command.REMOVE,
-    "stats": Command.STATS,
-    "help": Command.HELP,
-}
+SLASH_COMMANDS: Mapping[str, Command] = commands(Platform.DISCORD)  # from the one command table
+SETTINGS = frozenset({Command.LABELS})  # change how the library behaves for everyone: Manage Server or the role
 
 Fetch = Callable[[str], Awaitable[bytes]]  # downloads one attachment URL
 
@@ -77,21 +73,36 @@ def user_of(author: Author) -> str:
     return f"{PLATFORM}:{author.user_id}"
 
 
-def is_admin(author: Author) -> bool:
-    """Members who may manage messages (or administer) in a guild may remove anyone's samples."""
+def is_admin(author: Author, command: Command = Command.REMOVE, admin_role: str = "") -> bool:
+    """Whether the author counts as an admin for this command.
+
+    In a DM the library is the author's own. In a guild, removing anyone's sound takes Manage Messages; changing
+    the library's settings (its labels) takes Manage Server or the configured admin role.
+    """
     if author.guild_id is None:
+        return True
+    if author.permissions & ADMINISTRATOR:
+        return True
+    if command in SETTINGS:
+        return bool(author.permissions & MANAGE_GUILD) or has_role(author, admin_role)
+    return bool(author.permissions & MANAGE_MESSAGES)
+
+
+def has_role(author: Author, role: str) -> bool:
+    """Whether the author has a role, given by name (any case) or id; False when no role is given."""
+    wanted = role.strip()
+    if not wanted:
         return False
-    return bool(author.permissions & (MANAGE_MESSAGES | ADMINISTRATOR))
+    if wanted.isdigit() and int(wanted) in author.role_ids:
+        return True
+    return wanted.casefold() in (name.casefold() for name in author.role_names)
 
 
 def may_add(author: Author, add_role: str) -> bool:
     """Whether the author may /add: anyone when no role is configured, and anyone in their own DM library."""
-    wanted = add_role.strip()
-    if not wanted or author.guild_id is None:
+    if not add_role.strip() or author.guild_id is None:
         return True
-    if wanted.isdigit() and int(wanted) in author.role_ids:
-        return True
-    return wanted.casefold() in (name.casefold() for name in author.role_names)
+    return has_role(author, add_role)
 
 
 def is_audio(attachment: Attachment) -> bool:
@@ -127,7 +138,9 @@ def audio_ref(attachment: Attachment, fetch: Fetch) -> AudioRef:
     )
 
 
-def request(author: Author, command: Command, global_space: str | None, **fields: object) -> Request:
+def request(
+    author: Author, command: Command, global_space: str | None, admin_role: str = "", **fields: object
+) -> Request:
     """A Request from this author; the global library is searched too when enabled, but never changed."""
     extra = (global_space,) if global_space and command not in (Command.ADD, Command.REMOVE) else ()
     return Request(
@@ -136,7 +149,7 @@ def request(author: Author, command: Command, global_space: str | None, **fields
         user=user_of(author),
         command=command,
         user_name=author.name,
-        is_admin=is_admin(author),
+        is_admin=is_admin(author, command, admin_role),
         extra_spaces=extra,
         **fields,  # type: ignore[arg-type]
     )
@@ -148,9 +161,13 @@ def slash_request(
     author: Author,
     fetch: Fetch,
     global_space: str | None = None,
+    admin_role: str = "",
 ) -> Request:
     """A slash command with its options (file options already converted to Attachment) as a Request."""
     command = SLASH_COMMANDS[name]
+    if command is Command.LABELS:
+        words = (str(options.get("action") or ""), " ".join(str(options.get("label") or "").split()))
+        return request(author, command, global_space, admin_role, text=" ".join(w for w in words if w))
     file = options.get("file")
     audio = (audio_ref(file, fetch),) if isinstance(file, Attachment) else ()
     if command is Command.SEARCH:
@@ -241,11 +258,11 @@ class Taken:
         """Interactions have a token; messages are replied to instead."""
         return self.kind != MESSAGE
 
-    def request(self, fetch: Fetch, global_space: str | None = None) -> Request | None:
+    def request(self, fetch: Fetch, global_space: str | None = None, admin_role: str = "") -> Request | None:
         """The request it asks for; None when there is nothing for the core."""
         if self.kind == SLASH:
             options = dict(self.options) | ({"file": self.attachments[0]} if self.attachments else {})
-            return slash_request(self.name, options, self.author, fetch, global_space)
+            return slash_request(self.name, options, self.author, fetch, global_space, admin_role)
         if self.kind in (IDENTIFY, MESSAGE):
             return identify_request(self.author, self.attachments, fetch, global_space)
         if self.kind == BUTTON:

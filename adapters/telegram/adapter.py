@@ -17,7 +17,6 @@ from telegram import (
     Chat,
     InlineKeyboardMarkup,
     InlineQuery,
-    InlineQueryResultsButton,
     LinkPreviewOptions,
     Message,
     ReplyParameters,
@@ -25,10 +24,11 @@ from telegram import (
 )
 from telegram.constants import ChatAction, ChatMemberStatus, ChatType, ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, TelegramError, TimedOut
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+from telegram.ext import Application, ApplicationBuilder
 
 from adapters.telegram import render
 from adapters.telegram.config import TelegramConfig
+from adapters.telegram.limits import MessageRateLimiter
 from adapters.telegram.translate import (
     MENU,
     PLATFORM,
@@ -40,9 +40,10 @@ from adapters.telegram.translate import (
     space_of,
     translate,
 )
+from core.command_table import needs_admin
 from core.config import ConfigError
 from core.errors import TooLarge, UserError
-from core.messages import AudioFile, Command, Door, Inbox, Reply, ReplyKind, Request
+from core.messages import AudioFile, Command, Door, Inbox, Reply, Request
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,11 @@ POLL_TIMEOUT = 10.0  # seconds a getUpdates long poll may wait
 GROUP_RATE = 20.0  # messages a minute to one group, Telegram's documented limit
 FLOOD_RETRIES = 3  # a 429 "retry after n" is waited out this many times before giving up
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.INLINE_QUERY]
-ADMIN_COMMANDS = frozenset({Command.REMOVE, Command.LABELS})
-SLOW_COMMANDS = {
+SLOW_COMMANDS = {  # model work: worth a "typing…" (uploads show their own action while they upload)
     Command.ADD: ChatAction.UPLOAD_VOICE,
     Command.IDENTIFY: ChatAction.UPLOAD_VOICE,
     Command.SIMILAR: ChatAction.UPLOAD_VOICE,
-    Command.PLAY: ChatAction.UPLOAD_VOICE,
     Command.SEARCH: ChatAction.TYPING,
-    Command.MORE: ChatAction.TYPING,
 }
 BOT_USER = f"{PLATFORM}:bot"  # who the adapter's own requests come from
 TOO_BIG = "Telegram only lets bots download files up to 20 MB. Send a shorter or compressed clip."
@@ -100,7 +98,7 @@ class TelegramAdapter:
             .base_url(config.base_url)
             .base_file_url(config.base_file_url)
             .local_mode(config.local_mode)
-            .rate_limiter(AIORateLimiter(group_max_rate=group_messages_per_minute, max_retries=FLOOD_RETRIES))
+            .rate_limiter(MessageRateLimiter(group_max_rate=group_messages_per_minute, max_retries=FLOOD_RETRIES))
             .updater(None)  # the adapter polls itself, so that nothing is confirmed before it is journaled
             # Stopping cancels a long poll mid-flight, which can leave the one default connection checked
             # out; a second one lets the final confirming getUpdates go through.
@@ -136,6 +134,7 @@ class TelegramAdapter:
             local_mode=self.config.local_mode,
             extra_spaces=(global_space,) if self.config.global_library else (),
             global_space=global_space,
+            reads_all_group_messages=bool(bot.can_read_all_group_messages),
         )
         try:
             await bot.set_my_commands([BotCommand(name, about) for name, about in MENU])
@@ -278,7 +277,7 @@ class TelegramAdapter:
         if chat_id is None:
             raise ValueError(f"not a Telegram space: {space}")
         try:
-            await self._deliver(chat_id, reply)
+            await self._deliver(chat_id, reply, place=self._place(chat_id < 0))
         except Forbidden as exc:
             log.warning("telegram: can't write to chat %s (%s)", chat_id, exc.message)
 
@@ -338,12 +337,17 @@ class TelegramAdapter:
             await self._send_text(chat_id, f"{LATE}\n{text}" if late else text, reply_to=message.message_id)
             return
         request = result
-        if request.command in ADMIN_COMMANDS and message.from_user is not None:
+        if request.command is Command.MOVE:  # a service message: nothing to answer
+            reply = await self.door.handle(request)
+            log.info("telegram: chat %s became %s: %s", request.space, request.text, reply.text)
+            return
+        if needs_admin(request.command, request.text) and message.from_user is not None:
             request = dataclasses.replace(request, is_admin=await self._is_admin(message.chat, message.from_user.id))
+        group = message.chat.type != ChatType.PRIVATE
         async with self._chat_action(chat_id, SLOW_COMMANDS.get(request.command)):
-            reply = await self._ask(request)
+            reply = await self._ask(request, audio=_wants_audio(request, group))
         log.debug("telegram: %s in %s -> %s", request.command, request.space, reply.kind)
-        await self._deliver(chat_id, reply, reply_to=message.message_id, late=late)
+        await self._deliver(chat_id, reply, reply_to=message.message_id, late=late, place=self._place(group))
 
     async def _answer_callback(self, query: CallbackQuery, request: Request | None, late: bool) -> None:
         message = query.message
@@ -352,15 +356,16 @@ class TelegramAdapter:
                 await query.answer()
             return
         chat_id = message.chat.id
-        reply = await self._ask(request)
+        group = message.chat.type != ChatType.PRIVATE
+        reply = await self._ask(request, audio=request.command is Command.PLAY)
         if late:  # the press itself has expired on Telegram's side: answer in the chat
-            await self._deliver(chat_id, reply, reply_to=message.message_id, late=True)
+            await self._deliver(chat_id, reply, reply_to=message.message_id, late=True, place=self._place(group))
             return
         if reply.is_error:
             await query.answer(render.alert_text(reply), show_alert=True)
             return
         if request.command == Command.PAGE:
-            rendered = render.render(reply, self._username())
+            rendered = render.render(reply, self._place(group))
             try:
                 await self.app.bot.edit_message_text(
                     rendered.text or render.escape(reply.text),
@@ -376,7 +381,7 @@ class TelegramAdapter:
             await query.answer()
             return
         await query.answer()
-        await self._deliver(chat_id, reply, reply_to=message.message_id)
+        await self._deliver(chat_id, reply, reply_to=message.message_id, place=self._place(group))
 
     async def _answer_inline(self, query: InlineQuery, request: Request | None) -> None:
         if request is None:
@@ -384,20 +389,27 @@ class TelegramAdapter:
             return
         reply = await self.door.handle(request)
         results = render.inline_results(reply.hits)
-        button = None
-        if reply.kind == ReplyKind.BUSY:
-            button = InlineQueryResultsButton("Busy, try again in a moment", start_parameter="help")
-        elif not results:
-            button = InlineQueryResultsButton("No sounds yet: add some in a private chat", start_parameter="add")
+        button = render.inline_button(reply, len(results))
         await query.answer(results, cache_time=10, is_personal=True, button=button)
 
     # ----------------------------------------------------------------- output
 
-    def _username(self) -> str:
-        return self.context.username if self.context is not None else ""
+    def _place(self, group: bool) -> render.Place:
+        """Where a reply goes, as the renderer needs to know it."""
+        ctx = self.context
+        if ctx is None:
+            return render.Place(group=group)
+        return render.Place(ctx.username, group, ctx.reads_all_group_messages)
 
-    async def _deliver(self, chat_id: int, reply: Reply, reply_to: int | None = None, late: bool = False) -> None:
-        rendered = render.render(reply, self._username())
+    async def _deliver(
+        self,
+        chat_id: int,
+        reply: Reply,
+        reply_to: int | None = None,
+        late: bool = False,
+        place: render.Place | None = None,
+    ) -> None:
+        rendered = render.render(reply, place or self._place(chat_id < 0))
         text = rendered.text
         if late:  # the apology leads the answer, or goes first on its own when the answer has no room for it
             if text and len(text) + len(LATE) < render.MAX_TEXT:
@@ -471,9 +483,9 @@ class TelegramAdapter:
         extra = self.context.extra_spaces if self.context is not None else ()
         return Request(PLATFORM, space_of(chat_id), BOT_USER, command, extra_spaces=extra, **fields)  # type: ignore[arg-type]
 
-    async def _ask(self, request: Request) -> Reply:
-        """Ask the core, saying how large a playable file may be."""
-        return await self.door.handle(dataclasses.replace(request, upload_limit=PREVIEW_BYTES))
+    async def _ask(self, request: Request, audio: bool = True) -> Reply:
+        """Ask the core, saying how large a playable file may be when the reply may send one."""
+        return await self.door.handle(dataclasses.replace(request, upload_limit=PREVIEW_BYTES if audio else 0))
 
     @contextlib.asynccontextmanager
     async def _chat_action(self, chat_id: int, action: str | None) -> AsyncIterator[None]:
@@ -527,6 +539,17 @@ class TelegramAdapter:
                 raise UserError("I couldn't download that file from Telegram; please send it again.") from exc
 
         return fetch
+
+
+def _wants_audio(request: Request, group: bool) -> bool:
+    """Whether the reply may send a sound: /play; in a private chat, the best match and a new sound's preview."""
+    if request.command is Command.PLAY:
+        return True
+    if group:
+        return False  # in groups, sounds are sent when someone presses ▶
+    if request.command is Command.ADD:
+        return not (request.audio and request.audio[0].platform_file_id)  # Telegram can't send it back by itself
+    return request.command is Command.IDENTIFY
 
 
 def _reply_to(message_id: int | None) -> ReplyParameters | None:

@@ -13,11 +13,13 @@ from telegram import (
     InlineQueryResult,
     InlineQueryResultCachedAudio,
     InlineQueryResultCachedVoice,
+    InlineQueryResultsButton,
 )
 
 from adapters.telegram.translate import INLINE_RESULTS, parse_file_handle
+from core.command_table import GROUP_EXAMPLE, Platform, help_lines, welcome_text
 from core.messages import Added, AudioFile, Hit, Label, Reply, ReplyKind
-from core.replies import exact_line
+from core.replies import count, exact_line
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +31,29 @@ MAX_NAME = 80
 
 BUSY_TEXT = "I'm busy right now. Please try again in a moment."
 
-TELEGRAM_HELP = (
-    "\n\n<b>On Telegram</b>\n"
-    "• Send me a voice note (in a group: reply to me, mention me, or caption it “what sound is this?”).\n"
-    "• /add as the caption of a sound, or as a reply to one.\n"
-    "• /search thunder, then ▶ plays a hit and ≈ finds more like it.\n"
-    "• Type @{username} thunder in any chat to share a sound."
+PRIVATE_TIPS = (
+    "Send me a voice note or an audio file and I'll tell you what it sounds like.",
+    "Type @{username} thunder in any chat to share a sound from this chat's library.",
 )
+# Telegram's privacy mode (on by default) decides what a bot sees in a group.
+GROUP_PRIVACY_ON = (
+    "In groups I see only commands, replies to my messages and messages that mention @{username}. "
+    "To ask about a voice note, reply /identify to it, or mention me in its caption. "
+    "(As a group admin, or with privacy mode off in @BotFather, I'd also answer a caption “what sound is this?”.)"
+)
+GROUP_PRIVACY_OFF = (
+    "I read this group's messages: a voice note captioned “what sound is this?” is enough. "
+    "In a group I send sounds only when you press ▶."
+)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a reply is shown: the bot's username, and whether it's a group (and what the bot sees there)."""
+
+    username: str = ""
+    group: bool = False
+    reads_all: bool = False  # privacy mode off: every group message reaches the bot
 
 
 @dataclass(frozen=True)
@@ -129,10 +147,11 @@ def _row(buttons: list[InlineKeyboardButton | None]) -> list[InlineKeyboardButto
 
 
 def hits_keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
-    """▶ play hit N, ≈ more like hit N, and previous/next page when the reply has a query id."""
+    """▶ play hit N, ≈ more like hit N (numbered on from earlier pages), and previous/next page."""
+    numbered = list(enumerate(reply.hits, reply.offset + 1))
     rows = [
-        _row([_button(f"▶ {n}", play_data(h.sample_id)) for n, h in enumerate(reply.hits, 1)]),
-        _row([_button(f"≈ {n}", more_data(h.sample_id)) for n, h in enumerate(reply.hits, 1)]),
+        _row([_button(f"▶ {n}", play_data(h.sample_id)) for n, h in numbered]),
+        _row([_button(f"≈ {n}", more_data(h.sample_id)) for n, h in numbered]),
     ]
     if reply.query_id:
         rows.append(
@@ -149,19 +168,19 @@ def hits_keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
 
 def render_results(reply: Reply) -> Rendered:
     """Ranked hits with a paginated keyboard."""
-    first, _, rest = (reply.text or "Results").partition("\n")
-    title = f"<b>{escape(first[:200])}</b>"
+    title = f"<b>{escape(reply.title[:200] or 'Results')}</b>"
     if not reply.hits:
-        return Rendered(_fit([title], [escape(rest or "Nothing found.")], []))
+        empty = "No sounds found." if reply.page == 0 else "No more results."
+        return Rendered(_fit([title], [escape(empty)], []))
     if reply.page or reply.has_more:
         title += f" · page {reply.page + 1}"
-    lines = [hit_line(n, h) for n, h in enumerate(reply.hits, 1)]  # numbered like the buttons
+    lines = [hit_line(n, h) for n, h in enumerate(reply.hits, reply.offset + 1)]  # numbered like the buttons
     # No audio: in a busy group the ▶ buttons play on demand instead of posting a file per search.
     return Rendered(_fit([title], lines, []), hits_keyboard(reply))
 
 
-def render_identify(reply: Reply) -> Rendered:
-    """Labels for "what sound is this?", the closest samples, and the best match as audio."""
+def render_identify(reply: Reply, place: Place) -> Rendered:
+    """Labels for "what sound is this?", the closest samples, and (not in groups: ▶ plays it) the best match."""
     head: list[str] = [f"<b>{escape(exact_line(reply.exact))}</b>", ""] if reply.exact is not None else []
     if reply.labels:
         head += ["<b>It sounds like</b>", *[label_line(label) for label in reply.labels]]
@@ -172,11 +191,12 @@ def render_identify(reply: Reply) -> Rendered:
         lines = ["", "No similar sounds in this library yet. Add some with /add."]
     if not head:
         head = ["<b>What I heard</b>"]
-    return Rendered(_fit(head, lines, []), hits_keyboard(reply) if reply.hits else None, reply.audio)
+    audio = None if place.group else reply.audio
+    return Rendered(_fit(head, lines, []), hits_keyboard(reply) if reply.hits else None, audio)
 
 
-def render_added(added: Added) -> Rendered:
-    """The new sample's id, duration, tags, and any duplicate notice."""
+def render_added(added: Added, audio: AudioFile | None = None) -> Rendered:
+    """The new sample's id, duration, tags, any duplicate notice, and its preview if Telegram doesn't have it."""
     name = f"<b>{escape(_short(added.name))}</b>"
     if added.duplicate:
         lines = [f"That exact file is already in this library as #{added.sample_id} {name}."]
@@ -190,24 +210,45 @@ def render_added(added: Added) -> Rendered:
     play = _button("▶ Play", play_data(added.sample_id))
     more = _button("≈ More like this", more_data(added.sample_id))
     keyboard = InlineKeyboardMarkup([_row([play, more])])
-    return Rendered(_fit([], lines, []), keyboard)
+    confirm = audio if audio is not None and audio.preview is not None and not audio.platform_file_id else None
+    return Rendered(_fit([], lines, []), keyboard, confirm)
 
 
-def render(reply: Reply, username: str = "") -> Rendered:
+def render_help(place: Place) -> Rendered:
+    """The commands that exist on Telegram, one a line, then what works in this kind of chat."""
+    head = ["<b>shira finds sounds by meaning.</b>"]
+    lines = [f"{escape(usage)} — {escape(about)}" for usage, about in help_lines(Platform.TELEGRAM)]
+    name = escape(place.username or "this_bot")
+    if place.group:
+        tips = [GROUP_PRIVACY_OFF if place.reads_all else GROUP_PRIVACY_ON.format(username=name)]
+    else:
+        tips = [tip.format(username=name) for tip in PRIVATE_TIPS]
+    return Rendered(_fit(head, lines, ["", *tips]))
+
+
+def render_welcome(place: Place) -> Rendered:
+    """Hello, and one thing to try in this kind of chat."""
+    example = GROUP_EXAMPLE if place.group else ""
+    return Rendered(escape(welcome_text(Platform.TELEGRAM, example)))
+
+
+def render(reply: Reply, place: Place | None = None) -> Rendered:
     """Any core reply as Telegram payloads."""
+    place = place or Place()
     if reply.kind == ReplyKind.RESULTS:
         return render_results(reply)
     if reply.kind == ReplyKind.IDENTIFY:
-        return render_identify(reply)
+        return render_identify(reply, place)
     if reply.kind == ReplyKind.ADDED and reply.added is not None:
-        return render_added(reply.added)
+        return render_added(reply.added, None if place.group else reply.audio)
     if reply.kind == ReplyKind.AUDIO and reply.audio is not None:
         return Rendered(None, None, reply.audio)
     if reply.kind == ReplyKind.BUSY:
         return Rendered("⏳ " + escape(reply.text or BUSY_TEXT))
     if reply.kind == ReplyKind.HELP:
-        extra = TELEGRAM_HELP.format(username=escape(username)) if username else ""
-        return Rendered(_fit([escape(reply.text)], [], [extra] if extra else []))
+        return render_help(place)
+    if reply.kind == ReplyKind.WELCOME:
+        return render_welcome(place)
     text = escape(reply.text) if reply.text else "Done."
     if reply.kind == ReplyKind.ERROR:
         text = "⚠️ " + text
@@ -243,3 +284,17 @@ def inline_results(hits: tuple[Hit, ...]) -> list[InlineQueryResult]:
         if len(results) == INLINE_RESULTS:
             break
     return results
+
+
+def inline_button(reply: Reply, offered: int) -> InlineQueryResultsButton | None:
+    """The button above inline results: it never says a library is empty when its sounds just weren't sent yet."""
+    if reply.kind == ReplyKind.BUSY:
+        return InlineQueryResultsButton("Busy, try again in a moment", start_parameter="help")
+    unsent = list(dict.fromkeys(h.sample_id for h in reply.hits if h.platform_file_id is None))
+    if unsent:
+        found = count(len(unsent), "more sound") if offered else "Found " + count(len(unsent), "sound")
+        text = f"{found}: tap to play #{unsent[0]} in our chat"
+        return InlineQueryResultsButton(text[:64], start_parameter=f"play-{unsent[0]}")
+    if not offered:
+        return InlineQueryResultsButton("No sounds yet: add some in a private chat", start_parameter="add")
+    return None

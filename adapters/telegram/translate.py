@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from telegram import CallbackQuery, InlineQuery, Message, MessageEntity, TelegramObject, Update
 from telegram.constants import ChatType
 
+from core.command_table import Platform, commands, entries
 from core.files import is_audio_name
 from core.messages import AudioRef, Command, Request
 from core.phrases import asks_what_sound
@@ -31,6 +33,7 @@ class BotContext:
     local_mode: bool = False
     extra_spaces: tuple[str, ...] = ()  # e.g. ("global",) when the config enables the global library
     global_space: str = "global"  # always searched by inline queries
+    reads_all_group_messages: bool = False  # getMe's can_read_all_group_messages: privacy mode is off
 
 
 @dataclass(frozen=True)
@@ -63,31 +66,12 @@ USAGE = {
     Command.MORE: "Tell me which sample to match, for example: /more 12",
 }
 
-COMMANDS: dict[str, Command] = {
-    "add": Command.ADD,
-    "search": Command.SEARCH,
-    "s": Command.SEARCH,
-    "identify": Command.IDENTIFY,
-    "what": Command.IDENTIFY,
-    "similar": Command.SIMILAR,
-    "remove": Command.REMOVE,
-    "play": Command.PLAY,
-    "more": Command.MORE,
-    "stats": Command.STATS,
-    "help": Command.HELP,
-    "start": Command.START,
-    "labels": Command.LABELS,
-}
+COMMANDS: dict[str, Command] = commands(Platform.TELEGRAM)
 
-# What setMyCommands registers, in menu order.
-MENU: tuple[tuple[str, str], ...] = (
-    ("search", "Find sounds by describing them"),
-    ("add", "Add a voice note or audio file to this chat's library"),
-    ("identify", "What sound is this? (reply to a voice note)"),
-    ("remove", "Remove a sample you added: /remove <id>"),
-    ("stats", "How big this chat's library is"),
-    ("help", "How to use the bot"),
-)
+# What setMyCommands registers, in menu order: every command the help lists, and nothing else.
+MENU: tuple[tuple[str, str], ...] = tuple((e.name, e.summary) for e in entries(Platform.TELEGRAM))
+
+PLAY_LINK = re.compile(r"play-(\d{1,12})")  # t.me/<bot>?start=play-12 plays sound 12 in the private chat
 
 
 def space_of(chat_id: int) -> str:
@@ -124,6 +108,24 @@ def parse_file_handle(handle: str) -> tuple[str, str]:
     return "audio", handle
 
 
+def recording_name(message: Message, kind: str, words: str = "") -> str:
+    """A name for a voice or video note, which has none: the words that came with it, else who and when."""
+    if not words:
+        words = _without_command(message.caption or "")
+    if not words:
+        chat = message.chat
+        where = chat.title or (message.from_user.first_name if message.from_user else "") or "Telegram"
+        when = message.date.strftime("%Y-%m-%d %H:%M")
+        words = f"{'Voice note' if kind == 'voice' else 'Video note'}, {where}, {when}"
+    return f"{' '.join(words.split())[:100]}.{'ogg' if kind == 'voice' else 'mp4'}"
+
+
+def _without_command(caption: str) -> str:
+    """A caption without a leading /command or a "what sound is this?" question."""
+    text = re.sub(r"^/\w+(@\w+)?", "", caption.strip()).strip()
+    return "" if asks_what_sound(text) else re.sub(r"@\w+", "", text).strip()
+
+
 def attachment_of(message: Message | None) -> Attachment | None:
     """The voice note, audio file, video note or document a message carries, if any."""
     if message is None:
@@ -131,13 +133,14 @@ def attachment_of(message: Message | None) -> Attachment | None:
     if message.voice is not None:
         v = message.voice
         mime = v.mime_type or "audio/ogg"
-        return Attachment("voice", v.file_id, "voice.ogg", v.file_size, mime, True, _seconds(v))
+        return Attachment("voice", v.file_id, recording_name(message, "voice"), v.file_size, mime, True, _seconds(v))
     if message.audio is not None:
         a = message.audio
         return Attachment("audio", a.file_id, a.file_name or "audio.mp3", a.file_size, a.mime_type, True, _seconds(a))
     if message.video_note is not None:
         n = message.video_note
-        return Attachment("video_note", n.file_id, "video_note.mp4", n.file_size, "video/mp4", True, _seconds(n))
+        name = recording_name(message, "video_note")
+        return Attachment("video_note", n.file_id, name, n.file_size, "video/mp4", True, _seconds(n))
     if message.document is not None:
         d = message.document
         name = d.file_name or "file"
@@ -257,6 +260,8 @@ def _with_audio(
 def translate_message(message: Message, ctx: BotContext, fetcher: Fetcher) -> Request | Notice | None:
     """A message: a command, a question about a sound, a plain-text search, or nothing for the bot."""
     sender = message.from_user
+    if message.migrate_to_chat_id or message.migrate_from_chat_id:
+        return _migration(message, ctx)
     if sender is None or sender.is_bot:
         return None
     private = message.chat.type == ChatType.PRIVATE
@@ -291,6 +296,23 @@ def translate_message(message: Message, ctx: BotContext, fetcher: Fetcher) -> Re
     return _request(message, ctx, Command.HELP)
 
 
+def _migration(message: Message, ctx: BotContext) -> Request:
+    """A group became a supergroup: its library moves to the new chat id (both service messages say so)."""
+    if message.migrate_to_chat_id:
+        old, new = message.chat.id, message.migrate_to_chat_id
+    else:
+        old, new = int(message.migrate_from_chat_id or 0), message.chat.id
+    sender = message.from_user
+    return Request(
+        platform=PLATFORM,
+        space=space_of(old),
+        user=user_of(sender.id) if sender is not None else f"{PLATFORM}:bot",
+        command=Command.MOVE,
+        text=space_of(new),
+        is_admin=True,  # Telegram itself sends these service messages; no user can forge one
+    )
+
+
 def _translate_command(
     message: Message,
     ctx: BotContext,
@@ -308,7 +330,12 @@ def _translate_command(
     if command == Command.ADD:
         if attachment is None:
             return Notice(USAGE[Command.ADD])
+        if args and attachment.kind in ("voice", "video_note"):  # "/add door creak" names the recording
+            attachment = dataclasses.replace(attachment, filename=recording_name(message, attachment.kind, args))
         return _with_audio(message, ctx, fetcher, Command.ADD, attachment, args)
+    if command == Command.START and private and (link := PLAY_LINK.fullmatch(args)):
+        play = _request(message, ctx, Command.PLAY, link.group(1))  # from an inline answer, which searches global
+        return dataclasses.replace(play, extra_spaces=tuple(dict.fromkeys((ctx.global_space, *ctx.extra_spaces))))
     if command in (Command.IDENTIFY, Command.SIMILAR):
         if attachment is None:
             return Notice(USAGE[Command.IDENTIFY])

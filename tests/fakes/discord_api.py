@@ -457,8 +457,16 @@ class FakeDiscord:
         await ws.send_json({"op": 0, "t": "GUILD_CREATE", "s": next(self._seq), "d": self._guild()})
         self.identified.set()
 
-    def _guild(self) -> dict[str, Any]:
-        gid = str(self.guild_id)
+    def new_guild(self) -> tuple[dict[str, Any], int]:
+        """A GUILD_CREATE payload for a server the bot has just been added to, and its system channel's id."""
+        guild_id, channel_id = self.new_id(), self.new_id()
+        payload = self._guild(guild_id, channel_id)
+        del payload["unavailable"]  # a join carries no "unavailable": that is how clients tell it from an outage
+        return payload, channel_id
+
+    def _guild(self, guild_id: int | None = None, channel_id: int | None = None) -> dict[str, Any]:
+        gid = str(guild_id or self.guild_id)
+        channel = self.channel_payload(channel_id) | {"guild_id": gid}
         return {
             "id": gid,
             "name": "Fake Guild",
@@ -494,7 +502,7 @@ class FakeDiscord:
             "stickers": [],
             "features": [],
             "mfa_level": 0,
-            "system_channel_id": str(self.channel_id),
+            "system_channel_id": channel["id"],
             "premium_tier": 0,
             "preferred_locale": "en-US",
             "nsfw_level": 0,
@@ -504,7 +512,7 @@ class FakeDiscord:
             "joined_at": "2024-01-01T00:00:00+00:00",
             "voice_states": [],
             "members": [self.member_payload(self.bot_user)],
-            "channels": [self.channel_payload()],
+            "channels": [channel],
             "threads": [],
             "presences": [],
             "stage_instances": [],

@@ -158,9 +158,9 @@ def private_chat(of: Json) -> Json:
     return {"id": of["id"], "type": "private", "first_name": of["first_name"]}
 
 
-def group_chat(chat_id: int, title: str = "Group") -> Json:
-    """A supergroup chat."""
-    return {"id": chat_id, "type": "supergroup", "title": title}
+def group_chat(chat_id: int, title: str = "Group", kind: str = "supergroup") -> Json:
+    """A supergroup chat (or, with kind="group", a basic group)."""
+    return {"id": chat_id, "type": kind, "title": title}
 
 
 def make_message(
@@ -175,8 +175,10 @@ def make_message(
     document: Json | None = None,
     video_note: Json | None = None,
     reply_to: Json | None = None,
+    service: Json | None = None,
 ) -> Json:
-    """A Message object as a real client would send it, entities included."""
+    """A Message object as a real client would send it, entities included; service adds fields such as
+    migrate_to_chat_id to make a service message."""
     message: Json = {"message_id": message_id, "date": int(time.time()), "chat": chat, "from": sender}
     if text is not None:
         message["text"] = text
@@ -191,7 +193,7 @@ def make_message(
             message[key] = value
     if reply_to is not None:
         message["reply_to_message"] = reply_to
-    return message
+    return message | (service or {})
 
 
 class FakeTelegram:
