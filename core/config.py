@@ -176,6 +176,21 @@ class LimitsConfig:
 
     requests_per_minute: Limit = 30  # per user; 0 disables
     space_quota: Limit = 10_000  # samples per space; 0 disables
+    max_bytes_in_flight: Count = 512 * MB  # downloaded plus decoded audio held at once; sized for a 2 GB host
+    request_seconds: Seconds = 120.0  # a chat request's deadline
+    bulk_request_seconds: Seconds = 1800.0  # a bulk import's deadline per file (it waits behind chat requests)
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """The optional /healthz and /metrics listener, and how long a part may be down before shira gives up."""
+
+    __pydantic_config__ = SECTION
+
+    enabled: Bool = False
+    host: Name = "127.0.0.1"
+    port: Annotated[Int, Field(ge=0, le=65535)] = 9464  # 0: any free port (tests)
+    down_seconds: Seconds = 300.0  # an adapter or the model worker down this long: exit non-zero to be restarted
 
 
 @dataclass(frozen=True)
@@ -210,6 +225,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     adapters: Mapping[str, Any] = field(default_factory=dict, hash=False)  # filled at load from the given sections
 
