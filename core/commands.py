@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ import numpy as np
 
 from core import replies
 from core.audio import Limits, check_declared
+from core.budget import Budget, Lease, decoded_bytes, download_bytes
 from core.config import Config
 from core.encoder import Embedded, Encoder
 from core.errors import Busy, NotAllowed, NotFound, RateLimited, UserError
@@ -20,6 +23,7 @@ from core.ingest import Ingest
 from core.jobs import Priority
 from core.library import Library
 from core.messages import AudioFile, AudioRef, Command, Hit, Reply, ReplyKind, Request, SpaceStats
+from core.metrics import Metrics, NoMetrics
 from core.ratelimit import RateLimiter
 from core.search import Searcher
 from core.store import SampleRow, Store
@@ -30,6 +34,7 @@ QUERY_CACHE = 512
 PREVIEW_FORMAT = "ogg"
 OPERATOR = "cli"  # the command line is the operator's own: no rate limit, may list every library
 FREE = frozenset({Command.HELP, Command.START, Command.REMEMBER})
+TOO_LONG = "That took too long; please try again."
 
 
 @dataclass(frozen=True)
@@ -55,8 +60,12 @@ class Commands:
         encoder: Encoder,
         searcher: Searcher,
         ingest: Ingest,
+        budget: Budget | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.budget = budget or Budget(config.limits.max_bytes_in_flight)
+        self.metrics = metrics or NoMetrics()
         self.store = store
         self.library = library
         self.encoder = encoder
@@ -82,21 +91,42 @@ class Commands:
         }
 
     async def handle(self, request: Request) -> Reply:
-        """Answer one request."""
+        """Answer one request, within its deadline, and count it."""
+        started = time.perf_counter()
+        reply, outcome = await self._answer(request)
+        self.metrics.request(request.command.value, outcome, time.perf_counter() - started)
+        return reply
+
+    async def _answer(self, request: Request) -> tuple[Reply, str]:
+        """The reply and its outcome, for the metrics."""
+        limits = self.config.limits
+        deadline = asyncio.timeout(limits.bulk_request_seconds if request.bulk else limits.request_seconds)
         try:
             limited = request.platform != OPERATOR and request.command not in FREE
             if limited and not self.limiter.allow(request.user):
                 wait = self.limiter.retry_after(request.user)
                 raise RateLimited(f"You're sending requests too quickly; try again in {wait:.0f} s.")
-            return await self._handlers[request.command](request)
-        except (Busy, RateLimited) as exc:
-            return replies.busy(str(exc))
+            async with deadline:
+                return await self._handlers[request.command](request), "ok"
+        except RateLimited as exc:
+            return replies.busy(str(exc)), "rate_limited"
+        except Busy as exc:
+            return replies.busy(str(exc)), "busy"
         except UserError as exc:
-            return replies.error(str(exc))
+            return replies.error(str(exc)), "refused"
+        except TimeoutError:
+            if not deadline.expired():
+                return self._apology(request), "error"
+            log.warning("request %s from %s passed its deadline", request.command, request.platform)
+            return replies.error(TOO_LONG), "timeout"
         except Exception:
-            error_id = secrets.token_hex(4)
-            log.exception("request %s from %s failed (error id %s)", request.command, request.platform, error_id)
-            return replies.error(f"Sorry, something went wrong on my side (error id {error_id}).", error_id)
+            return self._apology(request), "error"
+
+    def _apology(self, request: Request) -> Reply:
+        """Log the exception being handled under a fresh error id, and apologise quoting it."""
+        error_id = secrets.token_hex(4)
+        log.exception("request %s from %s failed (error id %s)", request.command, request.platform, error_id)
+        return replies.error(f"Sorry, something went wrong on my side (error id {error_id}).", error_id)
 
     # ----------------------------------------------------------------- pieces
 
@@ -118,6 +148,14 @@ class Commands:
         check_declared(len(data), None, limits)
         return data
 
+    async def _lease(self, ref: AudioRef, limits: Limits, decoded: int, wait: bool = False) -> Lease:
+        """Memory for a sound before it is downloaded: its file, as declared (or as large as allowed), and what
+        decoding it holds at most. Chat requests are answered busy when the budget is full; bulk ones wait."""
+        check_declared(ref.size, ref.duration, limits)  # too large is said as such, not as busy
+        size = ref.size if ref.size is not None else limits.max_bytes
+        need = max(download_bytes(size), size + decoded)
+        return await self.budget.lease(need) if wait else self.budget.try_lease(need)
+
     def _one_audio(self, request: Request, what: str) -> AudioRef:
         if not request.audio:
             raise UserError(f"Please attach a sound (or reply to one) to {what}.")
@@ -126,7 +164,15 @@ class Commands:
     async def _query_audio(self, request: Request) -> Embedded:
         ref = self._one_audio(request, "search with")
         self.encoder.check_room()
-        return await self.encoder.embed_query(await self._fetch(ref, self.encoder.query_limits))
+        limits = self.encoder.query_limits
+        decoded = 2 * decoded_bytes(ref.duration or limits.max_seconds)  # decoded whole: its buffer may be copied
+        lease = await self._lease(ref, limits, decoded)
+        try:
+            data = await self._fetch(ref, limits)
+            lease.resize(len(data) + decoded)
+            return await self.encoder.embed_query(data)
+        finally:
+            lease.release()
 
     async def _visible(self, sample_id: int, request: Request) -> SampleRow:
         row = await self.store.get_sample(sample_id)
@@ -141,6 +187,8 @@ class Commands:
             try:
                 preview = await self.library.preview(row, PREVIEW_FORMAT, request.upload_limit)
             except UserError as exc:
+                if isinstance(exc, Busy) and request.command is Command.PLAY:
+                    raise  # asked to play it: say busy rather than send nothing
                 log.info("no preview of #%d: %s", row.id, exc)
         return AudioFile(
             row.id,
@@ -218,18 +266,25 @@ class Commands:
         await self.ingest.check_quota(request.space)  # before downloading anything
         if not request.bulk:
             self.encoder.check_room()
-        data = await self._fetch(ref, self.encoder.add_limits)
-        result = await self.ingest.add(
-            request.space,
-            data,
-            ref.filename,
-            uploader=request.user,
-            description=request.text,
-            source=ref.source,
-            priority=Priority.BULK if request.bulk else Priority.ADD,
-            platform=request.platform,
-            platform_file_id=ref.platform_file_id,
-        )
+        limits, decoded = self.encoder.add_limits, self.encoder.addition_bytes
+        lease = await self._lease(ref, limits, decoded, wait=request.bulk)
+        try:
+            data = await self._fetch(ref, limits)
+            lease.resize(len(data) + decoded)
+            result = await self.ingest.add(
+                request.space,
+                data,
+                ref.filename,
+                uploader=request.user,
+                description=request.text,
+                source=ref.source,
+                priority=Priority.BULK if request.bulk else Priority.ADD,
+                platform=request.platform,
+                platform_file_id=ref.platform_file_id,
+                lease=lease,
+            )
+        finally:
+            lease.release()
         return replies.added(result)
 
     async def _on_remove(self, request: Request) -> Reply:

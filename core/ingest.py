@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from core.audio import sha256
+from core.budget import Lease
 from core.config import Config
 from core.encoder import Encoder
 from core.errors import QuotaExceeded
@@ -45,15 +47,20 @@ class Ingest:
         priority: Priority = Priority.ADD,
         platform: str = "",
         platform_file_id: str | None = None,
+        lease: Lease | None = None,
     ) -> Added:
-        """Add one file to a space: dedupe by hash, decode, embed, tag, store, index."""
+        """Add one file to a space: dedupe by hash, decode, embed, tag, store, index.
+
+        A lease on the memory budget shrinks to the file alone once the sound is embedded.
+        """
         name = display_name(filename)
         digest = sha256(data)
         if (existing := await self._existing(space, digest, name)) is not None:
             return existing
         await self.check_quota(space)
-        audio = await self.encoder.decode(data, self.encoder.add_limits)
-        embedded = await self.encoder.embed_audio(audio, priority, wait=priority == Priority.BULK)
+        embedded = await self.encoder.embed_addition(data, priority, wait=priority == Priority.BULK)
+        if lease is not None:
+            lease.resize(len(data))
         near = await self.searcher.near_duplicates(space, embedded.vector, platform)
         search = self.config.search
         labels = await self.encoder.labels(
@@ -67,7 +74,7 @@ class Ingest:
             name=name,
             uploader=uploader,
             description=description.strip()[:1000],
-            duration=audio.duration,
+            duration=embedded.duration,
             source=source,
             vector=embedded.vector,
             segments=tuple((s, e, v) for (s, e), v in zip(embedded.spans, embedded.windows, strict=True)),
@@ -75,11 +82,14 @@ class Ingest:
             platform=platform,
             platform_file_id=platform_file_id,
         )
-        change = await self.library.add(sample, data)
+        # Shielded: a deadline passing now doesn't cut the commit short (the sample is then simply in the library).
+        change = await asyncio.shield(self.library.add(sample, data))
         if change.duplicate:  # a concurrent addition of the same file won
-            return Added(change.sample_id, name, audio.duration, duplicate=True)
-        log.info("added #%d %r to %s (%.1f s)", change.sample_id, name, space, audio.duration)
-        return Added(change.sample_id, name, audio.duration, tuple(t for t, _, _ in tags), near_duplicates=tuple(near))
+            return Added(change.sample_id, name, embedded.duration, duplicate=True)
+        log.info("added #%d %r to %s (%.1f s)", change.sample_id, name, space, embedded.duration)
+        return Added(
+            change.sample_id, name, embedded.duration, tuple(t for t, _, _ in tags), near_duplicates=tuple(near)
+        )
 
     async def _existing(self, space: str, digest: str, name: str) -> Added | None:
         sample_id = await self.store.find_by_sha(space, digest)
