@@ -13,6 +13,7 @@ from typing import Any
 
 from adapters.registry import load_config
 from bot.logs import setup_logging
+from bot.malloc import return_large_buffers
 from core.config import Config, ConfigError, with_overrides
 from core.errors import ModelLoadError, UserError
 from core.messages import Hit
@@ -152,6 +153,7 @@ async def _run_command(args: argparse.Namespace, config: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `shira` script."""
+    return_large_buffers()
     args = build_parser().parse_args(argv)
     try:
         config = with_overrides(load_config(args.config), args.data_dir, args.model)
