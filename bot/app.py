@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 
 from adapters import registry
 from adapters.base import Adapter
+from bot.supervise import Supervisor, until_stopped
 from core.config import Config
 from core.engine import Engine
 from core.messages import Door
@@ -28,7 +29,8 @@ def create_adapter(name: str, door: Door, config: Config) -> Adapter:
 
 
 async def run_adapters(config: Config, stop: asyncio.Event | None = None) -> int:
-    """Run until SIGINT/SIGTERM (or `stop` is set): engine first, adapters after; closed in reverse."""
+    """Run until SIGINT/SIGTERM (or `stop` is set), or until a part stays down past [health] down_seconds (then
+    return 1, for the service manager to restart shira): engine first, adapters after; closed in reverse."""
     names = enabled_adapters(config)
     if not names:
         sections = " or ".join(f"[{name}]" for name in registry.ADAPTERS)
@@ -43,14 +45,16 @@ async def run_adapters(config: Config, stop: asyncio.Event | None = None) -> int
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or Windows
             loop.add_signal_handler(sig, stop.set)
+    supervisor = Supervisor(config.health.down_seconds)
     async with AsyncExitStack() as stack:
         engine = await stack.enter_async_context(Engine.open(config))
         for name in names:
             adapter = create_adapter(name, engine, config)
             await adapter.start()
             stack.push_async_callback(adapter.stop)
+            supervisor.watch(name, adapter.problem, adapter.revive)
             log.info("%s adapter started", name)
         log.info("shira is running with %s; press Ctrl+C to stop", ", ".join(names))
-        await stop.wait()
+        code = await until_stopped(stop, supervisor)
         log.info("shutting down")
-    return 0
+    return code

@@ -6,9 +6,13 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dtm
+import json
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
 
 from telegram import (
     BotCommand,
@@ -24,7 +28,8 @@ from telegram import (
 )
 from telegram.constants import ChatAction, ChatMemberStatus, ChatType, ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler, Updater
+from telegram.request import HTTPXRequest
 
 from adapters.telegram import render
 from adapters.telegram.config import TelegramConfig
@@ -50,6 +55,8 @@ ACTION_REPEAT = 4.5  # seconds; Telegram shows a chat action for about five
 POLL_TIMEOUT = 10.0  # seconds a getUpdates long poll may wait
 GROUP_RATE = 20.0  # messages a minute to one group, Telegram's documented limit
 FLOOD_RETRIES = 3  # a 429 "retry after n" is waited out this many times before giving up
+POLL_GRACE = 40.0  # seconds past a long poll with no getUpdates at all: PTB's retries wait at most 30 s
+STOP_POLLER_SECONDS = 5.0  # how long a revive waits for a silent old poller to stop
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.INLINE_QUERY]
 ADMIN_COMMANDS = frozenset({Command.REMOVE, Command.LABELS})
 SLOW_COMMANDS = {
@@ -64,6 +71,43 @@ BOT_USER = f"{PLATFORM}:bot"  # who the adapter's own requests come from
 TOO_BIG = "Telegram only lets bots download files up to 20 MB. Send a shorter or compressed clip."
 
 
+class PollWatch(HTTPXRequest):
+    """The getUpdates connection, noting how the long polls go: when one last succeeded, and failures since."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.in_flight = 0
+        self.last_seen = time.monotonic()  # the last poll that ended, or when watching began
+        self.failing_since: float | None = None
+        self.error = ""
+        self.given_up = False  # the last failure is one PTB's polling loop stops on (a rejected token)
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        """One HTTP exchange on this connection, noted: a 200 is a poll that worked, anything else a failure."""
+        self.in_flight += 1
+        try:
+            code, payload = await super().do_request(*args, **kwargs)
+        except TelegramError as exc:  # the network: PTB retries these
+            self._failed(exc.message, given_up=False)
+            raise
+        finally:
+            self.in_flight -= 1
+            self.last_seen = time.monotonic()
+        if code == HTTPStatus.OK:
+            self.failing_since, self.error, self.given_up = None, "", False
+        else:  # PTB's polling loop stops for good on the InvalidToken that a 401 or 404 becomes
+            self._failed(_description(payload, code), given_up=code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.NOT_FOUND))
+        return code, payload
+
+    def _failed(self, error: str, given_up: bool) -> None:
+        self.failing_since = self.failing_since or time.monotonic()
+        self.error, self.given_up = error, given_up
+
+    def quiet(self) -> float:
+        """Seconds since a poll last ended, 0 while one is in flight."""
+        return 0.0 if self.in_flight else time.monotonic() - self.last_seen
+
+
 class TelegramAdapter:
     """Runs a PTB Application inside the engine's lifespan: start() returns once polling, stop() undoes it."""
 
@@ -76,6 +120,7 @@ class TelegramAdapter:
         global_space: str = "global",
         group_messages_per_minute: float = GROUP_RATE,
         poll_timeout: float = POLL_TIMEOUT,
+        poll_grace: float = POLL_GRACE,
     ) -> None:
         if not config.token:
             raise ConfigError("Telegram is enabled but has no token: set SHIRA_TELEGRAM_TOKEN or [telegram] token.")
@@ -83,6 +128,10 @@ class TelegramAdapter:
         self.config = config
         self.global_space = global_space
         self.poll_timeout = poll_timeout
+        self.poll_grace = poll_grace  # a poll's timeout plus this with no getUpdates at all: polling has stopped
+        # Stopping cancels a long poll mid-flight, which can leave the one default connection checked
+        # out; a second one lets the final "mark updates as read" getUpdates go through.
+        self.polls = PollWatch(connection_pool_size=2)
         self.app: Application = (
             ApplicationBuilder()
             .token(config.token)
@@ -91,11 +140,10 @@ class TelegramAdapter:
             .local_mode(config.local_mode)
             .rate_limiter(AIORateLimiter(group_max_rate=group_messages_per_minute, max_retries=FLOOD_RETRIES))
             .concurrent_updates(True)
-            # Stopping cancels a long poll mid-flight, which can leave the one default connection checked
-            # out; a second one lets the final "mark updates as read" getUpdates go through.
-            .get_updates_connection_pool_size(2)
+            .get_updates_request(self.polls)
             .build()
         )
+        self._serving = False
         self.app.add_handler(TypeHandler(Update, self._on_update))
         self.app.add_error_handler(self._on_error)
         self.context: BotContext | None = None
@@ -129,6 +177,10 @@ class TelegramAdapter:
         except TelegramError as exc:
             log.warning("telegram: could not register the command menu: %s", exc)
         await self.app.start()
+        await self._start_polling()
+        self._serving = True
+
+    async def _start_polling(self) -> None:
         assert self.app.updater is not None
         await self.app.updater.start_polling(
             poll_interval=self.config.poll_interval,
@@ -136,10 +188,49 @@ class TelegramAdapter:
             allowed_updates=ALLOWED_UPDATES,
         )
 
+    def problem(self) -> str | None:
+        """Why updates aren't arriving: polling stopped or failing, or None (also when not started)."""
+        polls = self.polls
+        if not self._serving:
+            return None
+        if polls.given_up:
+            return f"polling stopped: {polls.error}"
+        if polls.failing_since is not None:
+            return f"getUpdates failing for {time.monotonic() - polls.failing_since:.0f} s: {polls.error}"
+        if polls.quiet() > self.poll_timeout + self.poll_grace:
+            return f"no getUpdates for {polls.quiet():.0f} s"
+        return None
+
+    async def revive(self) -> None:
+        """Start polling again if PTB's polling loop has stopped; while it is retrying by itself, leave it be.
+
+        A fresh Updater: one whose loop died of a rejected token re-raises that from stop() and keeps its stop
+        event set, which would end a restarted loop at once.
+        """
+        polls = self.polls
+        if not self._serving or not (polls.given_up or polls.quiet() > self.poll_timeout + self.poll_grace):
+            return
+        log.warning("telegram: starting polling again (%s)", self.problem())
+        old = self.app.updater
+        if old is not None and old.running:
+            try:
+                await asyncio.wait_for(old.stop(), STOP_POLLER_SECONDS)
+            except Exception as exc:  # it ended with the error that stopped it, or won't stop: leave it
+                log.info("telegram: the old poller ended with %s", type(exc).__name__)
+        updater = Updater(self.app.bot, self.app.update_queue)
+        await updater.initialize()
+        self.app.updater = updater
+        polls.given_up, polls.last_seen = False, time.monotonic()
+        await self._start_polling()
+
     async def stop(self) -> None:
         """Stop polling, finish the updates in hand, and close the connections."""
+        self._serving = False
         if self.app.updater is not None and self.app.updater.running:
-            await self.app.updater.stop()
+            try:
+                await self.app.updater.stop()
+            except TelegramError as exc:  # the poller had already stopped on this error (a rejected token)
+                log.info("telegram: the poller had stopped with %s", type(exc).__name__)
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()
@@ -374,6 +465,14 @@ class TelegramAdapter:
                 raise UserError("I couldn't download that file from Telegram; please send it again.") from exc
 
         return fetch
+
+
+def _description(payload: bytes, code: int) -> str:
+    """The Bot API's description of a failed call, or its HTTP status."""
+    try:
+        return str(json.loads(payload)["description"])[:200]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {code}"
 
 
 def _reply_to(message_id: int | None) -> ReplyParameters | None:

@@ -76,6 +76,7 @@ class FakeDiscord:
         self._messages: dict[str, dict[str, Any]] = {}  # "@original" per interaction token, and by id
         self._limits: list[_RateLimit] = []
         self._sockets: set[web.WebSocketResponse] = set()
+        self._refuse_code: int | None = None  # close every new gateway connection with this code
         self._seq = itertools.count(1)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -165,6 +166,21 @@ class FakeDiscord:
         if voice:
             payload |= {"duration_secs": 2.0, "waveform": "AAAA", "flags": 0}
         return payload
+
+    async def close_gateway(self, code: int = 4000, forever: bool = False) -> None:
+        """Close every gateway connection with code; with forever, close each new one the same way at once."""
+        self._refuse_code = code if forever else None
+        for ws in list(self._sockets):
+            await ws.close(code=code)
+
+    def open_gateway(self) -> None:
+        """Accept gateway connections again after close_gateway(forever=True)."""
+        self._refuse_code = None
+
+    @property
+    def connections(self) -> int:
+        """Open gateway connections."""
+        return len(self._sockets)
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send a DISPATCH event to every connected gateway socket."""
@@ -401,6 +417,9 @@ class FakeDiscord:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.gateway_queries.append(dict(request.query))
+        if self._refuse_code is not None:
+            await ws.close(code=self._refuse_code)
+            return ws
         self._sockets.add(ws)
         try:
             await ws.send_json({"op": 10, "d": {"heartbeat_interval": 41250}})
