@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 
 from adapters import registry
 from adapters.base import Adapter
+from bot import health
 from bot.supervise import Supervisor, until_stopped
 from core.config import Config
 from core.engine import Engine
@@ -46,14 +47,17 @@ async def run_adapters(config: Config, stop: asyncio.Event | None = None) -> int
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or Windows
             loop.add_signal_handler(sig, stop.set)
     supervisor = Supervisor(config.health.down_seconds)
+    monitor = health.Monitor(supervisor)
     async with AsyncExitStack() as stack:
-        engine = await stack.enter_async_context(Engine.open(config))
+        engine = await stack.enter_async_context(Engine.open(config, metrics=monitor))
         for name in names:
             adapter = create_adapter(name, engine, config)
             await adapter.start()
             stack.push_async_callback(adapter.stop)
             supervisor.watch(name, adapter.problem, adapter.revive)
             log.info("%s adapter started", name)
+        if (server := health.serve(config.health, monitor)) is not None:
+            stack.push_async_callback(server.stop)
         log.info("shira is running with %s; press Ctrl+C to stop", ", ".join(names))
         code = await until_stopped(stop, supervisor)
         log.info("shutting down")

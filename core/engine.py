@@ -75,7 +75,8 @@ class Engine:
                 await engine.encoder.start()
                 if warm_labels:
                     engine.spawn(engine.encoder.warm(), "label-warm-up")
-            engine.spawn(engine._flush_loop(), "index-flush")
+            flush = engine.spawn(engine._flush_loop(), "index-flush")
+            engine.metrics.check("index flush", lambda: "the index flush loop stopped" if flush.done() else None)
             stack.push_async_callback(engine._stop_tasks)
             yield engine
 
