@@ -172,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelLoadError as exc:
         print(f"shira: {exc}", file=sys.stderr)
         return 3
+    except ConfigError as exc:  # found only once running, such as a health port already taken
+        print(f"shira: {exc}", file=sys.stderr)
+        return 2
     except UserError as exc:
         print(f"shira: {exc}", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from bot.supervise import Supervisor
-from core.config import HealthConfig
+from core.config import ConfigError, HealthConfig
 from core.metrics import GAUGES, Check
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,9 @@ def serve(config: HealthConfig, monitor: Monitor) -> HealthServer | None:
     """Start the listener if [health] enables it (on the running loop), else None: nothing listens."""
     if not config.enabled:
         return None
-    server = HealthServer(monitor, asyncio.get_running_loop(), config.host, config.port)
+    try:
+        server = HealthServer(monitor, asyncio.get_running_loop(), config.host, config.port)
+    except OSError as exc:
+        raise ConfigError(f"[health] can't listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
     server.start()
     return server

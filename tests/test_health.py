@@ -17,7 +17,7 @@ import pytest
 
 from bot import health
 from bot.supervise import Supervisor
-from core.config import HealthConfig
+from core.config import ConfigError, HealthConfig
 from core.engine import Engine
 from core.messages import Command, Request
 from tests.conftest import make_config
@@ -112,6 +112,16 @@ async def test_a_stuck_event_loop_is_reported_not_hidden() -> None:
         assert (await fetch(f"http://127.0.0.1:{server.port}/healthz"))[0] == 200  # free again
     finally:
         await server.stop()
+
+
+async def test_a_port_already_taken_is_a_config_error() -> None:
+    monitor = health.Monitor(Supervisor(down_seconds=60))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"\[health\] can't listen on 127.0.0.1:{port}"):
+            health.serve(HealthConfig(enabled=True, port=port), monitor)
 
 
 async def test_disabled_nothing_listens() -> None:
