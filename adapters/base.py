@@ -23,3 +23,10 @@ class Adapter(Protocol):
 
     async def send(self, space: str, reply: Reply) -> None:
         """Deliver a reply to a space unprompted (for example, when a bulk job finishes)."""
+
+    def problem(self) -> str | None:
+        """Why the adapter isn't receiving events right now (its connection or its background task), or None."""
+
+    async def revive(self) -> None:
+        """Restart background work that has stopped; a no-op while the platform library is still retrying itself.
+        The supervisor (bot/supervise.py) calls it, with backoff, while problem() is not None."""

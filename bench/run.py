@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import corpus, machine, report
+from bench import corpus, machine, memory, report
 from bench.model import resolve
 
 log = logging.getLogger("bench")
@@ -132,7 +132,8 @@ def main() -> None:
     )
     png = args.out.with_name("results.png")
     report.plot(run, png)
-    args.out.write_text(report.markdown(run, png.name))
+    old = args.out.read_text() if args.out.exists() else ""
+    args.out.write_text(memory.keep_section(old, report.markdown(run, png.name)))  # bench.memory writes that part
     (OUT / "results.json").write_text(json.dumps(report.as_json(run), indent=2, default=str))
     print(args.out.read_text())
     log.info("wrote %s and %s", args.out, png)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from adapters import registry
 from adapters.base import Adapter
+from bot import health
+from bot.supervise import Supervisor, until_stopped
 from core.config import Config
 from core.engine import Engine
 from core.inbox import SqliteInbox
@@ -30,7 +32,8 @@ def create_adapter(name: str, door: Door, config: Config, inbox: Inbox | None = 
 
 
 async def run_adapters(config: Config, stop: asyncio.Event | None = None) -> int:
-    """Run until SIGINT/SIGTERM (or `stop` is set): engine, inbox, then adapters; drained, then closed in reverse.
+    """Run until SIGINT/SIGTERM (or `stop` is set), or until a part stays down past [health] down_seconds (then
+    return 1, for the service manager to restart shira): engine, inbox, then adapters; drained, closed in reverse.
 
     On the signal every adapter stops taking requests and those in flight get [run] drain_seconds to be
     answered; what is still unanswered stays pending in the inbox, and the next start answers it.
@@ -49,8 +52,10 @@ async def run_adapters(config: Config, stop: asyncio.Event | None = None) -> int
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or Windows
             loop.add_signal_handler(sig, stop.set)
+    supervisor = Supervisor(config.health.down_seconds)
+    monitor = health.Monitor(supervisor)
     async with AsyncExitStack() as stack:
-        engine = await stack.enter_async_context(Engine.open(config))
+        engine = await stack.enter_async_context(Engine.open(config, metrics=monitor))
         inbox = await stack.enter_async_context(SqliteInbox.open(Path(config.data_dir) / "shira.db"))
         adapters: list[Adapter] = []
         for name in names:
@@ -58,11 +63,14 @@ async def run_adapters(config: Config, stop: asyncio.Event | None = None) -> int
             await adapter.start()
             stack.push_async_callback(adapter.stop)
             adapters.append(adapter)
+            supervisor.watch(name, adapter.problem, adapter.revive)
             log.info("%s adapter started", name)
+        if (server := health.serve(config.health, monitor)) is not None:
+            stack.push_async_callback(server.stop)
         log.info("shira is running with %s; press Ctrl+C to stop", ", ".join(names))
-        await stop.wait()
+        code = await until_stopped(stop, supervisor)
         seconds = config.run.drain_seconds
         log.info("shutting down: no new requests; up to %.0f s for those in flight", seconds)
         await asyncio.gather(*(adapter.drain(seconds) for adapter in adapters))
     log.info("shira stopped")
-    return 0
+    return code

@@ -13,6 +13,7 @@ from typing import Any
 
 from adapters.registry import load_config
 from bot.logs import setup_logging
+from bot.malloc import return_large_buffers
 from core.config import Config, ConfigError, with_overrides
 from core.errors import ModelLoadError, UserError
 from core.messages import Door, Hit, Reply, Request
@@ -236,6 +237,7 @@ def _seconds_bar(show: bool) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `shira` script."""
+    return_large_buffers()
     args = build_parser().parse_args(argv)
     try:
         config = with_overrides(load_config(args.config), args.data_dir, args.model)
@@ -254,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelLoadError as exc:
         print(f"shira: {exc}", file=sys.stderr)
         return 3
+    except ConfigError as exc:  # found only once running, such as a health port already taken
+        print(f"shira: {exc}", file=sys.stderr)
+        return 2
     except UserError as exc:
         print(f"shira: {exc}", file=sys.stderr)
         return 1

@@ -93,14 +93,15 @@ class Limits:
 
 @dataclass(frozen=True)
 class Audio:
-    """Decoded mono audio at SAMPLE_RATE."""
+    """Decoded mono audio, at SAMPLE_RATE unless decoded for something that needs less (fingerprints)."""
 
     samples: np.ndarray
+    rate: int = SAMPLE_RATE
 
     @property
     def duration(self) -> float:
         """Length in seconds."""
-        return len(self.samples) / SAMPLE_RATE
+        return len(self.samples) / self.rate
 
 
 @dataclass(frozen=True)
@@ -326,9 +327,9 @@ def _ffmpeg_input(source: bytes | Path) -> Iterator[tuple[list[str], bytes | Non
         yield [*allowed, "-protocol_whitelist", "pipe", "-i", "pipe:0"], source
 
 
-def _output_args(limits: Limits) -> list[str]:
-    """The first audio track as 48 kHz mono float32 on stdout, a second past the duration limit at most."""
-    out = ["-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(SAMPLE_RATE)]
+def _output_args(limits: Limits, rate: int = SAMPLE_RATE) -> list[str]:
+    """The first audio track as mono float32 at rate on stdout, a second past the duration limit at most."""
+    out = ["-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(rate)]
     return out + ["-t", f"{limits.max_seconds + 1:.3f}", "-f", "f32le", "pipe:1"]
 
 
@@ -338,15 +339,15 @@ def _clean(samples: np.ndarray) -> None:
     samples[np.isnan(samples)] = 0.0
 
 
-def decode(data: bytes, limits: Limits) -> Audio:
-    """Decode bytes to 48 kHz mono float32, enforcing size, duration, time and memory limits."""
+def decode(data: bytes, limits: Limits, rate: int = SAMPLE_RATE) -> Audio:
+    """Decode bytes to mono float32 (48 kHz unless asked), enforcing size, duration, time and memory limits."""
     check_declared(len(data), None, limits)
     if not data:
         raise BadAudio("That file is empty.")
-    max_samples = int(limits.max_seconds * SAMPLE_RATE)
+    max_samples = int(limits.max_seconds * rate)
     with _ffmpeg_input(data) as (in_args, stdin):
         result = run_ffmpeg(
-            in_args + _output_args(limits), stdin, limits.timeout, limits.memory_bytes, limits.cpu_seconds
+            in_args + _output_args(limits, rate), stdin, limits.timeout, limits.memory_bytes, limits.cpu_seconds
         )
     returncode, stderr, raw = result.returncode, result.stderr, result.stdout
     del result  # from here on only the raw output is alive (a long sound is ~115 MB), viewed, not copied
@@ -359,10 +360,10 @@ def decode(data: bytes, limits: Limits) -> Audio:
     if count > max_samples:
         raise TooLong(f"That sound is longer than the {limits.max_seconds:.0f} s limit.")
     if returncode != 0:
-        log.info("ffmpeg reported errors but produced audio; keeping %.2f s", count / SAMPLE_RATE)
+        log.info("ffmpeg reported errors but produced audio; keeping %.2f s", count / rate)
     samples = np.frombuffer(raw, dtype=np.float32, count=count)  # writable, since raw is a bytearray
     _clean(samples)
-    return Audio(samples)
+    return Audio(samples, rate)
 
 
 def _source_head(source: bytes | Path, limits: Limits) -> bytes:

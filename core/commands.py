@@ -6,12 +6,14 @@ import asyncio
 import logging
 import math
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from core import replies
 from core.analyse import Analyser
-from core.audio import Limits, check_declared
+from core.audio import Audio, Limits, check_declared
+from core.budget import Budget, Lease, decoded_bytes, download_bytes
 from core.config import Config
 from core.encoder import Embedded, Encoder
 from core.errors import Busy, NotAllowed, NotFound, RateLimited, UserError
@@ -20,6 +22,7 @@ from core.ingest import Ingest
 from core.jobs import Priority
 from core.library import Library
 from core.messages import Added, AudioFile, AudioRef, Command, Hit, Reply, ReplyKind, Request, SpaceStats
+from core.metrics import Metrics, NoMetrics
 from core.ratelimit import RateLimiter, cost
 from core.search import Searcher
 from core.store import SampleRow, SavedQuery, Store
@@ -30,6 +33,7 @@ QUERY_CACHE = 512  # searches also kept in memory; every one is in the store
 PREVIEW_FORMAT = "ogg"
 OPERATOR = "cli"  # the command line is the operator's own: no rate limit, may list every library
 MAX_TIMELINE_LABELS = 50  # labels a user may list for one timeline
+TOO_LONG = "That took too long; please try again."
 
 
 class Commands:
@@ -44,8 +48,12 @@ class Commands:
         searcher: Searcher,
         ingest: Ingest,
         analyser: Analyser,
+        budget: Budget | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.budget = budget or Budget(config.limits.max_bytes_in_flight)
+        self.metrics = metrics or NoMetrics()
         self.store = store
         self.library = library
         self.encoder = encoder
@@ -75,19 +83,41 @@ class Commands:
         }
 
     async def handle(self, request: Request) -> Reply:
-        """Answer one request."""
+        """Answer one request, within its deadline, and count it."""
+        started = time.perf_counter()
+        reply, outcome = await self._answer(request)
+        self.metrics.request(request.command.value, outcome, time.perf_counter() - started)
+        return reply
+
+    async def _answer(self, request: Request) -> tuple[Reply, str]:
+        """The reply and its outcome, for the metrics."""
+        limits = self.config.limits
+        long = request.bulk or request.command is Command.TIMELINE  # these wait behind chat requests
+        deadline = asyncio.timeout(limits.bulk_request_seconds if long else limits.request_seconds)
         try:
             if request.platform != OPERATOR:
                 self._charge(request)
-            return await self._handlers[request.command](request)
-        except (Busy, RateLimited) as exc:
-            return replies.busy(str(exc))
+            async with deadline:
+                return await self._handlers[request.command](request), "ok"
+        except RateLimited as exc:
+            return replies.busy(str(exc)), "rate_limited"
+        except Busy as exc:
+            return replies.busy(str(exc)), "busy"
         except UserError as exc:
-            return replies.error(str(exc))
+            return replies.error(str(exc)), "refused"
+        except TimeoutError:
+            if not deadline.expired():
+                return self._apology(request), "error"
+            log.warning("request %s from %s passed its deadline", request.command, request.platform)
+            return replies.error(TOO_LONG), "timeout"
         except Exception:
-            error_id = secrets.token_hex(4)
-            log.exception("request %s from %s failed (error id %s)", request.command, request.platform, error_id)
-            return replies.error(f"Sorry, something went wrong on my side (error id {error_id}).", error_id)
+            return self._apology(request), "error"
+
+    def _apology(self, request: Request) -> Reply:
+        """Log the exception being handled under a fresh error id, and apologise quoting it."""
+        error_id = secrets.token_hex(4)
+        log.exception("request %s from %s failed (error id %s)", request.command, request.platform, error_id)
+        return replies.error(f"Sorry, something went wrong on my side (error id {error_id}).", error_id)
 
     # ----------------------------------------------------------------- pieces
 
@@ -121,15 +151,33 @@ class Commands:
         check_declared(len(data), None, limits)
         return data
 
+    async def _lease(self, ref: AudioRef, limits: Limits, decoded: int, wait: bool = False) -> Lease:
+        """Memory for a sound before it is downloaded: its file, as declared (or as large as allowed), and what
+        decoding it holds at most. Chat requests are answered busy when the budget is full; bulk ones wait."""
+        check_declared(ref.size, ref.duration, limits)  # too large is said as such, not as busy
+        size = ref.size if ref.size is not None else limits.max_bytes
+        need = max(download_bytes(size), size + decoded)
+        return await self.budget.lease(need) if wait else self.budget.try_lease(need)
+
     def _one_audio(self, request: Request, what: str) -> AudioRef:
         if not request.audio:
             raise UserError(f"Please attach a sound (or reply to one) to {what}.")
         return request.audio[0]
 
-    async def _query_audio(self, request: Request) -> Embedded:
+    async def _query_audio(self, request: Request) -> tuple[Embedded, Audio]:
+        """The query clip decoded, and embedded ahead of other work."""
         ref = self._one_audio(request, "search with")
         self.encoder.check_room()
-        return await self.encoder.embed_query(await self._fetch(ref, self.encoder.query_limits))
+        limits = self.encoder.query_limits
+        decoded = 2 * decoded_bytes(ref.duration or limits.max_seconds)  # decoded whole: its buffer may be copied
+        lease = await self._lease(ref, limits, decoded)
+        try:
+            data = await self._fetch(ref, limits)
+            lease.resize(len(data) + decoded)
+            audio = await self.encoder.decode(data, limits)
+            return await self.encoder.embed_audio(audio, Priority.INTERACTIVE), audio
+        finally:
+            lease.release()
 
     async def _visible(self, sample_id: int, request: Request) -> SampleRow:
         row = await self.store.get_sample(sample_id)
@@ -144,6 +192,8 @@ class Commands:
             try:
                 preview = await self.library.preview(row, PREVIEW_FORMAT, request.upload_limit)
             except UserError as exc:
+                if isinstance(exc, Busy) and request.command is Command.PLAY:
+                    raise  # asked to play it: say busy rather than send nothing
                 log.info("no preview of #%d: %s", row.id, exc)
         return AudioFile(
             row.id,
@@ -204,7 +254,7 @@ class Commands:
         return await self._page(query, await self._remember(query), request, lexical)
 
     async def _on_similar(self, request: Request) -> Reply:
-        embedded = await self._query_audio(request)
+        embedded, _ = await self._query_audio(request)
         query = SavedQuery(self._spaces(request), embedded.vector, "", self._k(request), "Similar sounds")
         return await self._page(query, await self._remember(query), request)
 
@@ -224,36 +274,43 @@ class Commands:
         return await self._page(query, query_id, request)
 
     async def _on_identify(self, request: Request) -> Reply:
-        embedded = await self._query_audio(request)
+        embedded, audio = await self._query_audio(request)
         spaces = self._spaces(request)
         own = await self.store.space_labels(request.space)
         top = max(self.config.search.labels, request.k or 0)
         labels, exact = await asyncio.gather(
-            self.encoder.labels(embedded.vector, own, top), self.searcher.exact(spaces, embedded.audio.samples)
+            self.encoder.labels(embedded.vector, own, top), self.searcher.exact(spaces, audio.samples)
         )
         query = SavedQuery(spaces, embedded.vector, "", self._k(request), "Similar sounds")
         query_id = await self._remember(query)
         hits, has_more = await self.searcher.search_vector(spaces, query.vector, "", query.k, 0, request.platform)
-        audio = await self._top_audio(hits, request)
-        return replies.identify(labels, hits, query_id, has_more, audio, exact)
+        playable = await self._top_audio(hits, request)
+        return replies.identify(labels, hits, query_id, has_more, playable, exact)
 
     async def _on_add(self, request: Request) -> Reply:
         ref = self._one_audio(request, "add it")
         await self.ingest.check_quota(request.space)  # before downloading anything
         if not request.bulk:
             self.encoder.check_room()
-        data = await self._fetch(ref, self.encoder.add_limits)
-        result = await self.ingest.add(
-            request.space,
-            data,
-            ref.filename,
-            uploader=request.user,
-            description=request.text,
-            source=ref.source,
-            priority=Priority.BULK if request.bulk else Priority.ADD,
-            platform=request.platform,
-            platform_file_id=ref.platform_file_id,
-        )
+        limits, decoded = self.encoder.add_limits, self.encoder.addition_bytes
+        lease = await self._lease(ref, limits, decoded, wait=request.bulk)
+        try:
+            data = await self._fetch(ref, limits)
+            lease.resize(len(data) + decoded)
+            result = await self.ingest.add(
+                request.space,
+                data,
+                ref.filename,
+                uploader=request.user,
+                description=request.text,
+                source=ref.source,
+                priority=Priority.BULK if request.bulk else Priority.ADD,
+                platform=request.platform,
+                platform_file_id=ref.platform_file_id,
+                lease=lease,
+            )
+        finally:
+            lease.release()
         if request.replay and result.duplicate:
             result = await self._first_answer(result, request)
         return replies.added(result, await self._added_audio(result, request, ref))

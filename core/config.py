@@ -178,6 +178,21 @@ class LimitsConfig:
     library_requests_per_minute: Limit = 120  # the same units, per library (a busy group); 0 disables
     space_quota: Limit = 10_000  # samples per space; 0 disables
     labels_per_library: Limit = 100  # a library's own labels for "what sound is this?"; 0 disables the cap
+    max_bytes_in_flight: Count = 512 * MB  # downloaded plus decoded audio held at once; sized for a 2 GB host
+    request_seconds: Seconds = 120.0  # a chat request's deadline
+    bulk_request_seconds: Seconds = 1800.0  # a bulk import's deadline per file (it waits behind chat requests)
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """The optional /healthz and /metrics listener, and how long a part may be down before shira gives up."""
+
+    __pydantic_config__ = SECTION
+
+    enabled: Bool = False
+    host: Name = "127.0.0.1"
+    port: Annotated[Int, Field(ge=0, le=65535)] = 9464  # 0: any free port (tests)
+    down_seconds: Seconds = 300.0  # an adapter or the model worker down this long: exit non-zero to be restarted
 
 
 @dataclass(frozen=True)
@@ -239,6 +254,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     timeline: TimelineConfig = field(default_factory=TimelineConfig)
     run: RunConfig = field(default_factory=RunConfig)

@@ -3,34 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.audio import Audio, Limits, decode
+from core.audio import SAMPLE_RATE, Audio, Limits, decode, decode_stream
+from core.budget import decoded_bytes
 from core.config import Config
 from core.errors import Busy, UserError
 from core.jobs import Jobs, Priority
 from core.labels import Labeler, builtin_vocabulary
 from core.messages import Label
+from core.metrics import Metrics, NoMetrics
 from core.store import Store
 
 if TYPE_CHECKING:
-    from core.embedder import Embedder
+    from core.embedder import Embedder, Window
 
 log = logging.getLogger(__name__)
 
 TEXT_CACHE = 2048
+WHOLE_SECONDS = 60.0  # additions up to this long are held whole; longer ones are embedded window by window
 
 
 @dataclass(frozen=True)
 class Embedded:
-    """A decoded clip with its window vectors and file vector."""
+    """A clip's length with its window vectors and file vector (the samples themselves are not kept)."""
 
-    audio: Audio
+    duration: float
     spans: tuple[tuple[float, float], ...]
     windows: np.ndarray
     vector: np.ndarray
@@ -39,9 +44,10 @@ class Embedded:
 class Encoder:
     """Turns sound and text into vectors; the model and its worker start on first use, or at start() in a server."""
 
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, metrics: Metrics | None = None) -> None:
         self.config = config
         self.store = store
+        self.metrics = metrics or NoMetrics()
         self.embedder: Embedder | None = None
         self.queue: Jobs | None = None
         self.labeler: Labeler | None = None
@@ -51,6 +57,11 @@ class Encoder:
         timeout, memory = audio.decode_timeout_seconds, audio.ffmpeg_memory_bytes
         self.add_limits = Limits(audio.max_add_bytes, audio.max_add_seconds, timeout, memory)
         self.query_limits = Limits(audio.max_query_bytes, audio.max_query_seconds, timeout, memory)
+        model = config.model
+        window = decoded_bytes(model.window_seconds)
+        # Beyond its file, an addition holds at most: chunks of a short one and their joined copy, or, streaming, a
+        # chunk, the samples the next window needs, and two groups of copied windows (one embedding, one filling).
+        self.addition_bytes = max(2 * decoded_bytes(WHOLE_SECONDS), (2 * model.batch_size + 3) * window)
 
     @property
     def depth(self) -> int:
@@ -68,7 +79,12 @@ class Encoder:
             embedder = await asyncio.to_thread(Embedder.load, self.config.model)
             await self._check_library(embedder)
             queue = JobQueue(
-                embedder, self.config.queue.max_pending, self.config.queue.max_batch, self.config.model.batch_size
+                embedder,
+                self.config.queue.max_pending,
+                self.config.queue.max_batch,
+                self.config.model.batch_size,
+                self.metrics,
+                stuck_seconds=self.config.limits.request_seconds,
             )
             queue.start()
             search = self.config.search
@@ -83,9 +99,13 @@ class Encoder:
             self.embedder, self.queue = embedder, queue
 
     async def stop(self) -> None:
-        """Stop the worker (jobs still queued are answered Busy)."""
+        """Stop the worker (jobs still queued when it gives up waiting are answered Busy)."""
         if self.queue is not None:
             await self.queue.stop()
+
+    def problem(self) -> str | None:
+        """Why the model worker can't serve, or None (also before the model is loaded)."""
+        return self.queue.problem() if self.queue is not None else None
 
     async def warm(self) -> None:
         """Embed the built-in vocabulary at bulk priority, so the first "what is this?" is quick."""
@@ -122,9 +142,9 @@ class Encoder:
         if self.depth >= self.config.queue.max_pending:
             raise Busy("I'm busy right now; please try again in a moment.")
 
-    async def decode(self, data: bytes, limits: Limits) -> Audio:
+    async def decode(self, data: bytes, limits: Limits, rate: int = SAMPLE_RATE) -> Audio:
         """Decode in a thread so the loop stays free."""
-        return await asyncio.to_thread(decode, data, limits)
+        return await asyncio.to_thread(decode, data, limits, rate)
 
     async def embed_audio(self, audio: Audio, priority: Priority, wait: bool = False) -> Embedded:
         """Window a clip and embed it; the file vector is the normalised mean of its windows."""
@@ -133,7 +153,29 @@ class Encoder:
         embedder, queue = await self._jobs()
         spans, clips = embedder.clip_windows(audio.samples)
         vectors = await queue.embed_clips(clips, priority, wait=wait)
-        return Embedded(audio, tuple(w.seconds for w in spans), vectors, normalize(vectors.mean(axis=0)))
+        return Embedded(audio.duration, tuple(w.seconds for w in spans), vectors, normalize(vectors.mean(axis=0)))
+
+    async def measure(self, data: bytes, limits: Limits) -> Audio | int:
+        """Decode once, in a thread: the audio itself if it is short enough to hold whole, else how many samples
+        it has. Either way a sound over the limits is refused here, before any model work."""
+        samples, count = await asyncio.to_thread(_measure, data, limits, decoded_bytes(WHOLE_SECONDS) // 4)
+        return Audio(samples) if samples is not None else count
+
+    async def embed_addition(self, data: bytes, priority: Priority, wait: bool = False) -> Embedded:
+        """Decode and embed an addition; a long one is decoded a second time, window by window, so memory follows
+        a group of windows rather than its length (see addition_bytes)."""
+        from core.embedder import normalize, windows
+
+        measured = await self.measure(data, self.add_limits)
+        if isinstance(measured, Audio):
+            return await self.embed_audio(measured, priority, wait)
+        _, queue = await self._jobs()
+        model = self.config.model
+        spans = windows(measured, model.window_seconds, model.hop_seconds)
+        stream = _cut(decode_stream(data, self.add_limits, model.window_seconds), spans)
+        vectors = await _embed_stream(stream, queue, model.batch_size, priority)
+        duration = measured / SAMPLE_RATE
+        return Embedded(duration, tuple(w.seconds for w in spans), vectors, normalize(vectors.mean(axis=0)))
 
     async def embed_query(self, data: bytes) -> Embedded:
         """Decode and embed a query clip under the query limits, ahead of other work."""
@@ -172,3 +214,86 @@ class Encoder:
     ) -> list[Label]:
         """Zero-shot labels for an audio vector from the built-in vocabulary plus extra."""
         return await (await self._labels()).classify(vector, extra, top, priority)
+
+
+def _measure(data: bytes, limits: Limits, keep: int) -> tuple[np.ndarray | None, int]:
+    """Decode to the end: the samples if there are at most keep of them, and how many there are."""
+    chunks: list[np.ndarray] | None = []
+    count = 0
+    for chunk in decode_stream(data, limits):
+        count += len(chunk)
+        if chunks is not None and count <= keep:
+            chunks.append(chunk)
+        else:
+            chunks = None  # too long to hold whole: only counted from here on
+    return (np.concatenate(chunks) if chunks else None), count
+
+
+def _cut(stream: Iterator[np.ndarray], spans: list[Window]) -> Iterator[np.ndarray]:
+    """A copy of each span's samples, in order, from a stream of chunks; keeps only what later spans still need.
+    Closing it closes the stream (and so stops ffmpeg)."""
+    try:
+        buffer, start = np.zeros(0, np.float32), 0  # buffer holds samples start .. start + len(buffer)
+        pending = iter(spans)
+        span = next(pending, None)
+        for chunk in stream:
+            if span is None:
+                break
+            buffer = np.concatenate((buffer, chunk))
+            while span is not None and span.end <= start + len(buffer):
+                yield buffer[span.start - start : span.end - start].copy()
+                span = next(pending, None)
+            keep = span.start if span is not None else start + len(buffer)
+            buffer, start = buffer[keep - start :], keep
+        if span is not None:
+            raise RuntimeError(f"the second decode ended at {(start + len(buffer)) / SAMPLE_RATE:.1f} s, early")
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
+async def _embed_stream(stream: Iterator[np.ndarray], queue: Jobs, group: int, priority: Priority) -> np.ndarray:
+    """Embed windows as a thread cuts them from the stream, a group at a time: while one group is with the model,
+    the next is read, and no more. Each group waits for room in the queue (the addition was admitted already)."""
+    loop = asyncio.get_running_loop()
+    results: list[np.ndarray] = []
+    reading: asyncio.Future[list[np.ndarray]] | None = None
+    embedding: asyncio.Future[np.ndarray] | None = None
+    try:
+        while True:
+            reading = loop.run_in_executor(None, lambda: list(itertools.islice(stream, group)))
+            clips = await asyncio.shield(reading)  # cancelled, the read still finishes in its thread
+            if embedding is not None:
+                results.append(await embedding)
+                embedding = None
+            if not clips:
+                break
+            embedding = asyncio.ensure_future(queue.embed_clips(clips, priority, wait=True))
+            del clips
+    finally:
+        if embedding is not None and embedding.done() and not embedding.cancelled():
+            embedding.exception()  # retrieved: an error that ends the loop early is already on its way up
+        elif embedding is not None:
+            embedding.cancel()
+        if reading is not None and not reading.done():  # close the stream (stopping ffmpeg) once that read ends
+            reading.add_done_callback(lambda done: _close_later(loop, stream, done))
+        else:
+            _close_later(loop, stream, reading)
+    return np.concatenate(results)
+
+
+def _close_later(
+    loop: asyncio.AbstractEventLoop, stream: Iterator[np.ndarray], read: asyncio.Future[Any] | None
+) -> None:
+    """Close a stream in a thread (closing kills and reaps ffmpeg); a read's failure was reported by its awaiter."""
+    if read is not None and not read.cancelled():
+        read.exception()  # retrieved, so it isn't reported again as never retrieved
+
+    def close() -> None:
+        try:
+            getattr(stream, "close", lambda: None)()
+        except Exception:
+            log.exception("closing a decoder stream failed")
+
+    loop.run_in_executor(None, close)

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from core.analyse import Analyser
+from core.budget import Budget
 from core.commands import Commands
 from core.config import Config
 from core.encoder import Encoder
@@ -17,6 +18,7 @@ from core.index import IndexSet
 from core.ingest import Ingest
 from core.library import Library
 from core.messages import Reply, Request
+from core.metrics import Metrics, NoMetrics
 from core.previews import Previews
 from core.search import Searcher
 from core.store import SqliteStore, Store
@@ -29,24 +31,43 @@ FLUSH_SECONDS = 30.0
 class Engine:
     """Holds the parts of one running core; handle() is the only thing adapters and the CLI call."""
 
-    def __init__(self, config: Config, store: Store, files: FileStore, indexes: IndexSet) -> None:
+    def __init__(
+        self, config: Config, store: Store, files: FileStore, indexes: IndexSet, metrics: Metrics | None = None
+    ) -> None:
         self.config = config
         self.store = store
         self.files = files
         self.indexes = indexes
+        self.metrics = metrics or NoMetrics()
+        self.budget = Budget(config.limits.max_bytes_in_flight)
         previews = Previews(Path(config.data_dir) / "previews", config.audio.preview_cache_bytes)
-        self.encoder = Encoder(config, store)
-        self.library = Library(store, files, indexes, previews, self.encoder.add_limits)
+        self.encoder = Encoder(config, store, self.metrics)
+        self.library = Library(store, files, indexes, previews, self.encoder.add_limits, self.budget)
         self.searcher = Searcher(store, self.library, self.encoder, config.search)
         self.ingest = Ingest(config, store, self.library, self.encoder, self.searcher)
         timeout = max(config.audio.decode_timeout_seconds, config.timeline.max_seconds / 10)
         self.analyser = Analyser(config.timeline, self.encoder, config.audio.ffmpeg_memory_bytes, timeout)
-        self.commands = Commands(config, store, self.library, self.encoder, self.searcher, self.ingest, self.analyser)
+        self.commands = Commands(
+            config,
+            store,
+            self.library,
+            self.encoder,
+            self.searcher,
+            self.ingest,
+            self.analyser,
+            self.budget,
+            self.metrics,
+        )
+        self.metrics.gauge("queue_depth", lambda: self.encoder.depth)
+        self.metrics.gauge("bytes_in_flight", lambda: self.budget.used)
+        self.metrics.check("model worker", self.encoder.problem)
         self._tasks: set[asyncio.Task[object]] = set()
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, config: Config, model: bool = True, warm_labels: bool = True) -> AsyncIterator[Engine]:
+    async def open(
+        cls, config: Config, model: bool = True, warm_labels: bool = True, metrics: Metrics | None = None
+    ) -> AsyncIterator[Engine]:
         """Open store, files, indexes and library; then, if model, the model and its worker. Close in reverse.
 
         Without model, the model still loads on the first request that needs an embedding; commands that need
@@ -56,7 +77,7 @@ class Engine:
             data = Path(config.data_dir)
             store = await SqliteStore.open(data / "shira.db")
             stack.push_async_callback(store.close)
-            engine = cls(config, store, FileStore(data / "files"), IndexSet(data / "index", config.index))
+            engine = cls(config, store, FileStore(data / "files"), IndexSet(data / "index", config.index), metrics)
             await engine.library.load_indexes()
             await engine.library.sweep()
             stack.push_async_callback(engine.library.flush)
@@ -66,7 +87,8 @@ class Engine:
                 engine.spawn(engine.library.backfill_prints(), "fingerprint-backfill")
                 if warm_labels:
                     engine.spawn(engine.encoder.warm(), "label-warm-up")
-            engine.spawn(engine._flush_loop(), "index-flush")
+            flush = engine.spawn(engine._flush_loop(), "index-flush")
+            engine.metrics.check("index flush", lambda: "the index flush loop stopped" if flush.done() else None)
             stack.push_async_callback(engine._stop_tasks)
             yield engine
 

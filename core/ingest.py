@@ -7,10 +7,12 @@ import logging
 
 from core import crashpoints
 from core.audio import sha256
+from core.budget import Lease
 from core.config import Config
 from core.encoder import Encoder
 from core.errors import QuotaExceeded
 from core.files import display_name, safe_ext
+from core.fingerprint import RATE as PRINT_RATE
 from core.fingerprint import fingerprint, to_blob
 from core.jobs import Priority
 from core.library import Library
@@ -48,21 +50,27 @@ class Ingest:
         priority: Priority = Priority.ADD,
         platform: str = "",
         platform_file_id: str | None = None,
+        lease: Lease | None = None,
     ) -> Added:
-        """Add one file to a space: dedupe by hash, decode, embed, tag, store, index."""
+        """Add one file to a space: dedupe by hash, decode, embed, tag, store, index.
+
+        A lease on the memory budget shrinks to the file alone once the sound is embedded.
+        """
         name = display_name(filename)
         digest = sha256(data)
         if (existing := await self._existing(space, digest, name)) is not None:
             return existing
         await self.check_quota(space)
-        audio = await self.encoder.decode(data, self.encoder.add_limits)
-        embedded, fp = await asyncio.gather(
-            self.encoder.embed_audio(audio, priority, wait=priority == Priority.BULK),
-            asyncio.to_thread(fingerprint, audio.samples),
-        )
+        embedded = await self.encoder.embed_addition(data, priority, wait=priority == Priority.BULK)
+        if lease is not None:
+            lease.resize(len(data))
+        # Fingerprints work at 8 kHz: decoded at that rate, a long addition takes a sixth of the memory it would.
+        heard = await self.encoder.decode(data, self.encoder.add_limits, PRINT_RATE)
+        fp = await asyncio.to_thread(fingerprint, heard.samples, heard.rate)
         crashpoints.reached("embedded")
         near = await self.searcher.near_duplicates(space, embedded.vector, platform)
-        same_as = await self.searcher.exact((space,), audio.samples)
+        same_as = await self.searcher.exact((space,), heard.samples, heard.rate)
+        del heard
         search = self.config.search
         labels = await self.encoder.labels(
             embedded.vector, await self.store.space_labels(space), search.autotags, priority
@@ -75,7 +83,7 @@ class Ingest:
             name=name,
             uploader=uploader,
             description=description.strip()[:1000],
-            duration=audio.duration,
+            duration=embedded.duration,
             source=source,
             vector=embedded.vector,
             segments=tuple((s, e, v) for (s, e), v in zip(embedded.spans, embedded.windows, strict=True)),
@@ -84,13 +92,14 @@ class Ingest:
             platform_file_id=platform_file_id,
             fingerprint=to_blob(fp),
         )
-        change = await self.library.add(sample, data, fp)
+        # Shielded: a deadline passing now doesn't cut the commit short (the sample is then simply in the library).
+        change = await asyncio.shield(self.library.add(sample, data, fp))
         crashpoints.reached("committed")
         if change.duplicate:  # a concurrent addition of the same file won
-            return Added(change.sample_id, name, audio.duration, duplicate=True)
-        log.info("added #%d %r to %s (%.1f s)", change.sample_id, name, space, audio.duration)
+            return Added(change.sample_id, name, embedded.duration, duplicate=True)
+        log.info("added #%d %r to %s (%.1f s)", change.sample_id, name, space, embedded.duration)
         tag_names = tuple(t for t, _, _ in tags)
-        return Added(change.sample_id, name, audio.duration, tag_names, near_duplicates=tuple(near), same_as=same_as)
+        return Added(change.sample_id, name, embedded.duration, tag_names, near_duplicates=tuple(near), same_as=same_as)
 
     async def _existing(self, space: str, digest: str, name: str) -> Added | None:
         sample_id = await self.store.find_by_sha(space, digest)

@@ -16,8 +16,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.errors import Busy
+from core.metrics import Metrics, NoMetrics
 
 log = logging.getLogger(__name__)
+
+STOP_SECONDS = 30.0  # stop() waits this long for queued work, then answers what is left "shutting down"
+SHUTTING_DOWN = "I'm shutting down; please try again in a minute."
 
 
 class Priority(IntEnum):
@@ -41,7 +45,8 @@ class Jobs(Protocol):
     @property
     def depth(self) -> int: ...
     def start(self) -> None: ...
-    async def stop(self) -> None: ...
+    async def stop(self, timeout: float = STOP_SECONDS) -> None: ...
+    def problem(self) -> str | None: ...
     async def embed_texts(self, texts: list[str], priority: Priority = Priority.INTERACTIVE) -> np.ndarray: ...
     async def embed_clips(self, clips: list[np.ndarray], priority: Priority, wait: bool = False) -> np.ndarray: ...
     def stats(self) -> QueueStats: ...
@@ -69,15 +74,30 @@ class _Job:
     future: asyncio.Future[np.ndarray] = field(compare=False)
     loop: asyncio.AbstractEventLoop = field(compare=False)
     enqueued: float = field(compare=False)
+    started: float | None = field(default=None, compare=False)  # when the model first took it up
     done: int = field(default=0, compare=False)  # items already embedded
     results: list[np.ndarray] = field(default_factory=list, compare=False)
 
 
 class JobQueue:
-    """Bounded priority queue with micro-batching in front of one model-owning thread."""
+    """Bounded priority queue with micro-batching in front of one model-owning thread.
 
-    def __init__(self, model: Model, max_pending: int, text_batch: int, audio_batch: int) -> None:
+    A fault in a batch, in the model or in the worker's own code, fails that batch's jobs and nothing else; the
+    worker carries on, and a worker thread found dead is started again.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        max_pending: int,
+        text_batch: int,
+        audio_batch: int,
+        metrics: Metrics | None = None,
+        stuck_seconds: float = 120.0,
+    ) -> None:
         self.model = model
+        self.metrics = metrics or NoMetrics()
+        self.stuck_seconds = stuck_seconds  # one batch running longer than this is reported by problem()
         self.max_pending = max_pending
         self.text_batch = max(1, text_batch)
         self.audio_batch = max(1, audio_batch)
@@ -92,6 +112,7 @@ class JobQueue:
         self._max_batch = 0
         self._latency: dict[str, deque[float]] = {p.name.lower(): deque(maxlen=2000) for p in Priority}
         self._running: Priority | None = None  # priority of the batch the model is running (worker thread only)
+        self._batch_started: float | None = None  # when the running outermost batch began
 
     def start(self) -> None:
         """Start the worker thread (and let a model with pause points hand them to the queue)."""
@@ -100,14 +121,35 @@ class JobQueue:
         self._thread = threading.Thread(target=self._run, name="shira-model", daemon=True)
         self._thread.start()
 
-    async def stop(self) -> None:
-        """Finish what is queued, then stop the worker."""
+    async def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """Finish what is queued, for up to timeout seconds; then stop the worker and answer what is left Busy."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join, timeout)
+            if thread.is_alive():
+                log.warning("the model worker was still busy after %.0f s; not waiting for it", timeout)
+        with self._cond:
+            left, self._heap = self._heap, []
+        for job in left:
+            self._resolve(job, None, Busy(SHUTTING_DOWN))
+
+    def problem(self) -> str | None:
+        """Why the worker can't serve (stopped, or stuck on one batch), or None."""
+        if self._thread is None or not self._thread.is_alive():
+            return None if self._stopping else "the model worker is not running"
+        started = self._batch_started
+        if started is not None and (busy := time.perf_counter() - started) > self.stuck_seconds:
+            return f"the model has been on one batch for {busy:.0f} s"
+        return None
+
+    def _revive(self) -> None:
+        """Start a new worker if the thread died (it shouldn't: the worker catches everything)."""
+        if self._thread is not None and not self._thread.is_alive() and not self._stopping:
+            log.error("the model worker thread had stopped; starting a new one")
+            self.start()
 
     @property
     def depth(self) -> int:
@@ -128,10 +170,11 @@ class JobQueue:
             return np.zeros((0, 0), np.float32)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
+        self._revive()
         while True:
             with self._cond:
                 if self._stopping:
-                    raise Busy("I'm shutting down; please try again in a minute.")
+                    raise Busy(SHUTTING_DOWN)
                 if len(self._heap) < self.max_pending:
                     job = _Job(int(priority), next(self._seq), kind, items, future, loop, time.perf_counter())
                     heapq.heappush(self._heap, job)
@@ -166,6 +209,7 @@ class JobQueue:
             limit = self.text_batch if first.kind == "text" else self.audio_batch
             parts: list[tuple[_Job, int, int]] = []
             taken = 0
+            now = time.perf_counter()
             for job in sorted(self._heap):
                 if job.kind != first.kind or job.priority != first.priority or taken >= limit:
                     if parts:
@@ -174,29 +218,50 @@ class JobQueue:
                 n = min(len(job.items) - job.done, limit - taken)
                 parts.append((job, job.done, job.done + n))
                 taken += n
+                if job.started is None:
+                    job.started = now
             return first.kind, parts
 
     def _run(self) -> None:
         while True:
-            batch = self._take_batch()
+            try:
+                batch = self._take_batch()
+            except BaseException as exc:  # a fault of the queue itself: fail the job it was looking at, carry on
+                log.exception("the model worker failed to pick a batch")
+                self._fail_first(exc)
+                continue
             if batch is None:
                 return
             self._execute(*batch)
 
     def _execute(self, kind: str, parts: list[tuple[_Job, int, int]]) -> None:
-        items = [item for job, lo, hi in parts for item in job.items[lo:hi]]
+        """Run one batch and answer its jobs; any fault, in the model or here, fails this batch's jobs only."""
         outer, self._running = self._running, Priority(parts[0][0].priority)
+        if outer is None:
+            self._batch_started = time.perf_counter()
         try:
+            items = [item for job, lo, hi in parts for item in job.items[lo:hi]]
             if kind == "text":
                 vectors = self.model.embed_texts(items)
             else:
                 vectors = self.model.embed_windows(items)
-            error: BaseException | None = None
+            if len(vectors) != len(items):
+                raise RuntimeError(f"the model returned {len(vectors)} vectors for {len(items)} inputs")
+            self._finish(parts, vectors, None)
         except BaseException as exc:  # delivered to every caller in the batch
-            vectors, error = None, exc
+            if not isinstance(exc, Exception):  # SystemExit and the like must not reach the event loop as such
+                exc = RuntimeError(f"the model worker was interrupted: {exc!r}")
+            self._finish(parts, None, exc)
         finally:
             self._running = outer
-        self._finish(parts, vectors, error)
+            if outer is None:
+                self._batch_started = None
+
+    def _fail_first(self, error: BaseException) -> None:
+        with self._cond:
+            job = heapq.heappop(self._heap) if self._heap else None
+        if job is not None:
+            self._resolve(job, None, error if isinstance(error, Exception) else RuntimeError(repr(error)))
 
     def _run_urgent(self) -> None:
         """Called by the model between layers of a batch: interactive jobs that arrived meanwhile run now."""
@@ -210,12 +275,15 @@ class JobQueue:
     ) -> None:
         offset = 0
         now = time.perf_counter()
+        finished: list[_Job] = []
         with self._cond:
             self._batches += 1
             size = sum(hi - lo for _, lo, hi in parts)
             self._batch_items += size
             self._max_batch = max(self._max_batch, size)
             for job, lo, hi in parts:
+                if job not in self._heap:
+                    continue  # already answered (stop() gave up on it)
                 if error is None:
                     assert vectors is not None
                     job.results.append(vectors[offset : offset + hi - lo])
@@ -227,10 +295,15 @@ class JobQueue:
                 heapq.heapify(self._heap)
                 self._jobs_done += 1
                 self._latency[Priority(job.priority).name.lower()].append(now - job.enqueued)
-                if error is not None:
-                    self._resolve(job, None, error)
-                else:
-                    self._resolve(job, np.concatenate(job.results), None)
+                finished.append(job)
+        for job in finished:  # out of the queue now, so each must be answered here, whatever happens
+            try:
+                value = None if error is not None else np.concatenate(job.results)
+                self._resolve(job, value, error)
+            except Exception as exc:
+                self._resolve(job, None, exc)
+            started = job.started if job.started is not None else now
+            self.metrics.job(Priority(job.priority).name.lower(), started - job.enqueued, now - job.enqueued)
 
     @staticmethod
     def _resolve(job: _Job, value: np.ndarray | None, error: BaseException | None) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.audio import Limits, decode, export_preview
+from core.budget import Budget, decoded_bytes
 from core.errors import NotFound
 from core.files import FileStore
 from core.index import IndexSet
@@ -29,9 +30,16 @@ class Library:
     """Changes a library only under one lock, each step atomic or repairable; readers call ensure_index first."""
 
     def __init__(
-        self, store: Store, files: FileStore, indexes: IndexSet, previews: Previews, preview_limits: Limits
+        self,
+        store: Store,
+        files: FileStore,
+        indexes: IndexSet,
+        previews: Previews,
+        preview_limits: Limits,
+        budget: Budget | None = None,
     ) -> None:
         self.store = store
+        self.budget = budget
         self.files = files
         self.indexes = indexes
         self.previews = previews
@@ -194,8 +202,17 @@ class Library:
 
         async def make(path: Path) -> Path:
             original = self.files.path(row.sha256, row.ext)
+            if self.budget is None:
+                return await encode(original, path)
+            # The file, its decoded samples and, while encoding, about twice as much again, and the preview.
+            need = original.stat().st_size + 3 * decoded_bytes(row.duration) + max_bytes
+            async with self.budget.hold(need):  # Busy when full: a chat request doesn't wait for memory
+                return await encode(original, path)
+
+        async def encode(original: Path, path: Path) -> Path:
             data = await asyncio.to_thread(original.read_bytes)
             audio = await asyncio.to_thread(decode, data, self.preview_limits)
+            del data
             return await asyncio.to_thread(export_preview, audio, path, fmt, max_bytes)
 
         return await self.previews.get(row.sha256, fmt, max_bytes, make)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.audio import SAMPLE_RATE
 from core.index import IndexSet
 from core.messages import ExactMatch, Hit
 
@@ -118,13 +119,13 @@ class Searcher:
         )
         return vector, lexical
 
-    async def exact(self, spaces: tuple[str, ...], samples: np.ndarray) -> ExactMatch | None:
+    async def exact(self, spaces: tuple[str, ...], samples: np.ndarray, rate: int = SAMPLE_RATE) -> ExactMatch | None:
         """The library sample this recording is, by landmark fingerprints, or None ("no exact match")."""
         from core.fingerprint import decide, query_fingerprint
 
         for space in spaces:
             await self.library.ensure_prints(space)
-        query = await asyncio.to_thread(query_fingerprint, samples[: int(EXACT_QUERY_SECONDS * 48_000)])
+        query = await asyncio.to_thread(query_fingerprint, samples[: int(EXACT_QUERY_SECONDS * rate)], rate)
         found = decide(self.library.prints.match(spaces, query))
         if found is None:
             return None

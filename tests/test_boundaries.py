@@ -35,7 +35,7 @@ def test_the_network_guard_refuses_non_loopback_addresses() -> None:
 
 # What adapters and the CLI may take from the core: the values that cross the door, typed errors, config, and
 # pure helpers on those values. Everything else (store, library, search, encoder…) is behind handle().
-DOOR_MODULES = {"core.messages", "core.config", "core.errors", "core.phrases", "core.command_table"}
+DOOR_MODULES = {"core.messages", "core.config", "core.errors", "core.phrases", "core.command_table", "core.metrics"}
 DOOR_NAMES = {
     "core.files": {"local_ref", "is_audio_name", "attachment_name"},
     "core.replies": {"hit_line", "exact_line", "count"},

@@ -42,23 +42,28 @@ space_quota = 2
 
 
 class RecordingEngine(Engine):
-    """The real engine, noting every decode and every embedding its encoder starts."""
+    """The real engine, noting every decode (of a query, or an addition's first) and every embedding it starts."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.decodes: list[int] = []
         self.embeds: list[float] = []
-        decode, embed_audio = self.encoder.decode, self.encoder.embed_audio
+        decode, measure, embed_audio = self.encoder.decode, self.encoder.measure, self.encoder.embed_audio
 
         async def recorded_decode(data: bytes, limits: Limits) -> Audio:
             self.decodes.append(len(data))
             return await decode(data, limits)
+
+        async def recorded_measure(data: bytes, limits: Limits) -> Audio | int:
+            self.decodes.append(len(data))
+            return await measure(data, limits)
 
         async def recorded_embed(audio: Audio, priority: Priority, wait: bool = False) -> Embedded:
             self.embeds.append(audio.duration)
             return await embed_audio(audio, priority, wait)
 
         self.encoder.decode = recorded_decode  # type: ignore[method-assign]
+        self.encoder.measure = recorded_measure  # type: ignore[method-assign]
         self.encoder.embed_audio = recorded_embed  # type: ignore[method-assign]
 
 

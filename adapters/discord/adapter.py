@@ -111,6 +111,18 @@ class ShiraClient(discord.Client):
         """A server added the bot: say hello."""
         await self.adapter.on_guild_join(guild)
 
+    async def on_ready(self) -> None:
+        """The gateway session is up (after IDENTIFY)."""
+        self.adapter.connected(True)
+
+    async def on_resumed(self) -> None:
+        """The gateway session is back (after RESUME)."""
+        self.adapter.connected(True)
+
+    async def on_disconnect(self) -> None:
+        """The gateway connection was lost; discord.py reconnects by itself unless the close was final."""
+        self.adapter.connected(False)
+
 
 def author_of(user: discord.abc.User, guild_id: int | None, permissions: int) -> Author:
     """An Author from a discord.py user or member."""
@@ -167,6 +179,8 @@ class DiscordAdapter:
         self._draining = False  # new interactions hear "restarting"; new messages wait in the inbox
         self._closing = False  # events are ignored altogether
         self._register_commands()
+        self._serving = False
+        self._down_since: float | None = time.monotonic()  # until the first READY
 
     @property
     def global_space(self) -> str | None:
@@ -196,7 +210,46 @@ class DiscordAdapter:
         except BaseException:
             await self.stop()
             raise
+        self._serving = True
         log.info("Discord adapter ready as %s in %d guild(s)", self.client.user, len(self.client.guilds))
+
+    def connected(self, up: bool) -> None:
+        """Note the gateway session going up or down."""
+        if up:
+            self._down_since = None
+        elif self._down_since is None:
+            self._down_since = time.monotonic()
+
+    def problem(self) -> str | None:
+        """Why events aren't arriving: the gateway task ended, or the connection is down; None when connected."""
+        if not self._serving:
+            return None
+        task = self._connect_task
+        if task is None or task.done():
+            return f"the gateway connection ended{_why(task)}"
+        if self._down_since is not None:
+            return f"disconnected from the gateway for {time.monotonic() - self._down_since:.0f} s"
+        return None
+
+    async def revive(self) -> None:
+        """Connect again if the gateway task has ended; while discord.py is reconnecting by itself, leave it be.
+
+        discord.py closes the client after a close code it won't retry (4004 and the like); a closed client can't
+        log in again, so a new one is made.
+        """
+        task = self._connect_task
+        if not self._serving or (task is not None and not task.done()):
+            return
+        log.warning("Discord: connecting to the gateway again (%s)", self.problem())
+        if self.client.is_closed():
+            self.client = ShiraClient(self)
+            self._register_commands()
+            await self.client.login(self.config.token)
+        elif self.client.ws is not None:  # the task was cancelled under it: close the old socket and its heartbeat
+            with contextlib.suppress(Exception):
+                await self.client.ws.close(code=4000)
+        self.connected(False)
+        self._connect_task = asyncio.create_task(self.client.connect(), name="discord-gateway")
 
     async def _wait_until_ready(self, connect: asyncio.Task[None]) -> None:
         """Return once ready; raise if the gateway gives up first; after ready_timeout, go on in the background."""
@@ -220,6 +273,7 @@ class DiscordAdapter:
         """Ignore new events, drop what is in flight (the inbox keeps it), close the gateway and HTTP session,
         and put discord.py's endpoints back."""
         self._draining = self._closing = True
+        self._serving = False
         await self._finish(0)
         await self.client.close()
         if self._connect_task is not None:
@@ -633,6 +687,16 @@ class DiscordAdapter:
             "embed": discord.Embed.from_dict(rendered.embed) if rendered.embed else None,
             "view": view,
         }
+
+
+def _why(task: asyncio.Task[None] | None) -> str:
+    """': why' a gateway task ended, if it says."""
+    if task is None or not task.done():
+        return ""
+    if task.cancelled():
+        return " (cancelled)"
+    error = task.exception()
+    return f": {type(error).__name__}: {error}" if error is not None else ""
 
 
 def _with_file(file: discord.File | None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dtm
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 
 from telegram import (
@@ -108,6 +109,8 @@ class TelegramAdapter:
         self.context: BotContext | None = None
         self._offset: int | None = None  # the next getUpdates confirms to Telegram every update below this id
         self._poller: asyncio.Task[None] | None = None
+        self._failing_since: float | None = None  # getUpdates has failed since then, with _poll_error
+        self._poll_error = ""
         self._accepting: asyncio.Future[bool] | None = None  # a fetched batch being journaled
         self._work: set[asyncio.Task[None]] = set()  # updates being answered
 
@@ -149,6 +152,24 @@ class TelegramAdapter:
         await self._stop_polling()
         await self._finish(seconds)
 
+    def problem(self) -> str | None:
+        """Why updates aren't arriving: the poller ended, or getUpdates keeps failing; None when all is well."""
+        poller = self._poller
+        if poller is None:
+            return None  # not started, or stopped on purpose
+        if poller.done():
+            error = None if poller.cancelled() else poller.exception()
+            return f"polling stopped: {type(error).__name__ if error else 'cancelled'}"
+        if self._failing_since is not None:
+            return f"getUpdates failing for {time.monotonic() - self._failing_since:.0f} s: {self._poll_error}"
+        return None
+
+    async def revive(self) -> None:
+        """Start the poller again if it has ended; while it is failing it retries by itself, with backoff."""
+        if self._poller is not None and self._poller.done():
+            log.warning("telegram: starting polling again (%s)", self.problem())
+            self._poller = asyncio.create_task(self._poll(), name="telegram-polling")
+
     async def stop(self) -> None:
         """Stop polling, drop the updates still in hand (the inbox keeps them), and close the connections."""
         await self._stop_polling()
@@ -173,9 +194,12 @@ class TelegramAdapter:
                 continue  # a long poll that outlived its read timeout: poll again at once
             except TelegramError as exc:
                 log.warning("telegram: getUpdates failed (%s); trying again in %.0f s", _why(exc), delay)
-            except Exception:
+                self._failing(_why(exc))
+            except Exception as exc:
                 log.exception("telegram: getUpdates failed; trying again in %.0f s", delay)
+                self._failing(type(exc).__name__)
             else:
+                self._failing_since = None
                 # Shielded: a batch once fetched is journaled and started even if stopping cancels the poll.
                 self._accepting = asyncio.ensure_future(self._accept(updates))
                 if await asyncio.shield(self._accepting):
@@ -184,6 +208,11 @@ class TelegramAdapter:
                     continue
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
+
+    def _failing(self, error: str) -> None:
+        """Note a failed getUpdates, for problem()."""
+        self._failing_since = self._failing_since or time.monotonic()
+        self._poll_error = error
 
     async def _accept(self, updates: list[Update]) -> bool:
         """Journal a fetched batch and move the offset past it, then start answering what no earlier run took on."""

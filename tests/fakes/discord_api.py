@@ -78,6 +78,7 @@ class FakeDiscord:
         self._held_downloads: dict[str, asyncio.Event] = {}  # attachment file name -> released when set
         self._observers: list[Callable[[Call], None]] = []
         self._sockets: set[web.WebSocketResponse] = set()
+        self._refuse_code: int | None = None  # close every new gateway connection with this code
         self._seq = itertools.count(1)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -182,6 +183,21 @@ class FakeDiscord:
     def sessions(self) -> int:
         """How many gateway sessions have identified so far (one per client start)."""
         return len(self.identify_payloads)
+
+    async def close_gateway(self, code: int = 4000, forever: bool = False) -> None:
+        """Close every gateway connection with code; with forever, close each new one the same way at once."""
+        self._refuse_code = code if forever else None
+        for ws in list(self._sockets):
+            await ws.close(code=code)
+
+    def open_gateway(self) -> None:
+        """Accept gateway connections again after close_gateway(forever=True)."""
+        self._refuse_code = None
+
+    @property
+    def connections(self) -> int:
+        """Open gateway connections."""
+        return len(self._sockets)
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send a DISPATCH event to every connected gateway socket."""
@@ -418,6 +434,9 @@ class FakeDiscord:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.gateway_queries.append(dict(request.query))
+        if self._refuse_code is not None:
+            await ws.close(code=self._refuse_code)
+            return ws
         self._sockets.add(ws)
         try:
             await ws.send_json({"op": 10, "d": {"heartbeat_interval": 41250}})
