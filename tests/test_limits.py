@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.audio import Audio, Limits
+from core.audio import SAMPLE_RATE, Audio, Limits
 from core.config import Config, load_config
 from core.encoder import Embedded
 from core.engine import Engine
@@ -50,9 +50,9 @@ class RecordingEngine(Engine):
         self.embeds: list[float] = []
         decode, measure, embed_audio = self.encoder.decode, self.encoder.measure, self.encoder.embed_audio
 
-        async def recorded_decode(data: bytes, limits: Limits) -> Audio:
+        async def recorded_decode(data: bytes, limits: Limits, rate: int = SAMPLE_RATE) -> Audio:
             self.decodes.append(len(data))
-            return await decode(data, limits)
+            return await decode(data, limits, rate)
 
         async def recorded_measure(data: bytes, limits: Limits) -> Audio | int:
             self.decodes.append(len(data))
