@@ -57,6 +57,7 @@ async def run_adapters(config: Config, stop: asyncio.Event | None = None) -> int
     async with AsyncExitStack() as stack:
         engine = await stack.enter_async_context(Engine.open(config, metrics=monitor))
         inbox = await stack.enter_async_context(SqliteInbox.open(Path(config.data_dir) / "shira.db"))
+        monitor.gauge("inbox_backlog", lambda: inbox.backlog)
         adapters: list[Adapter] = []
         for name in names:
             adapter = create_adapter(name, engine, config, inbox)

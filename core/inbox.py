@@ -36,6 +36,7 @@ class SqliteInbox:
         self.path = path
         self._lock = asyncio.Lock()  # one connection: a batch's transaction must not take in another task's write
         self._marks = 0
+        self.backlog = 0  # requests taken on and not answered yet (the inbox_backlog metric)
 
     @classmethod
     @asynccontextmanager
@@ -54,6 +55,7 @@ class SqliteInbox:
                 raise InboxError(f"{path} has no inbox table; open the store first, it migrates the schema")
             inbox = cls(db, path)
             await inbox.prune()
+            await inbox._count()
             yield inbox
         finally:
             await db.close()
@@ -79,6 +81,7 @@ class SqliteInbox:
                 await self.db.execute("ROLLBACK")
                 raise
             await self.db.execute("COMMIT")
+        self.backlog += len(fresh)
         crashpoints.reached("journaled")
         return fresh
 
@@ -86,9 +89,11 @@ class SqliteInbox:
         """Mark one request answered; only its key is kept (its payload may hold an interaction token)."""
         crashpoints.reached("replied")
         async with self._lock:
-            await self.db.execute(
-                "UPDATE inbox SET state = 'done', payload = '{}' WHERE platform = ? AND key = ?", (platform, key)
+            cursor = await self.db.execute(
+                "UPDATE inbox SET state = 'done', payload = '{}' WHERE platform = ? AND key = ? AND state = 'pending'",
+                (platform, key),
             )
+        self.backlog = max(0, self.backlog - cursor.rowcount)
         self._marks += 1
         if self._marks % PRUNE_EVERY == 0:
             await self.prune()
@@ -130,7 +135,14 @@ class SqliteInbox:
             await self.db.execute("COMMIT")
         for key, why in given_up:
             log.warning("inbox: giving up on %s request %s (%s)", platform, key, why)
+        await self._count()
         return entries
+
+    async def _count(self) -> None:
+        """Count what is pending (at start, and after a replay gave up on some)."""
+        async with self._lock:
+            row = await (await self.db.execute("SELECT count(*) FROM inbox WHERE state = 'pending'")).fetchone()
+        self.backlog = int(row[0]) if row else 0
 
     async def prune(self) -> int:
         """Forget answered requests older than KEEP_DONE_SECONDS, or beyond the newest KEEP_DONE_ROWS."""

@@ -151,3 +151,15 @@ def test_a_journaled_request_survives_sigkill_at_once(db: Path) -> None:
     assert proc.returncode == -9, proc.stderr
     assert "crash point journaled reached" in proc.stderr and "not killed" not in proc.stdout
     assert rows(db) == [("telegram", "42", "pending", 1)]
+
+
+async def test_the_backlog_counts_what_is_taken_on_and_not_answered(db: Path) -> None:
+    async with SqliteInbox.open(db) as inbox:
+        await inbox.record("telegram", {"1": {"a": 1}, "2": {"a": 2}})
+        await inbox.record("telegram", {"2": {"a": 2}, "3": {"a": 3}})  # 2 again: counted once
+        assert inbox.backlog == 3
+        await inbox.done("telegram", "1")
+        await inbox.done("telegram", "1")  # twice: still one answer
+        assert inbox.backlog == 2
+    async with SqliteInbox.open(db) as inbox:
+        assert inbox.backlog == 2  # what an earlier run left
