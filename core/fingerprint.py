@@ -1,0 +1,334 @@
+"""Landmark audio fingerprints (Shazam/audfprint style) and an in-memory inverted index to identify sounds exactly."""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RATE = 8000  # internal sample rate (Hz)
+N_FFT = 512  # 64 ms window, 15.6 Hz bins
+HOP = 128  # 16 ms
+FRAME_SECONDS = HOP / RATE
+F_MIN_BIN = 3  # ignore below ~50 Hz (rumble, DC)
+F_MAX_BIN = 255  # bins kept: F_MIN_BIN..F_MAX_BIN (8 bits)
+FLOOR_DB = -110.0  # bins quieter than this (dBFS-ish) never make a peak: silence and 16-bit dither stay silent
+RANGE_DB = 80.0  # nor bins more than this below the loudest bin of the sound
+PEAK_FREQ = 9  # a peak is the maximum of PEAK_FREQ bins x PEAK_TIME frames around it
+PEAK_TIME = 5
+DENSITY = 60.0  # at most this many peaks per second (the strongest in each block)
+HALF_WINDOW = 16  # density is enforced over a sliding window of 2 * HALF_WINDOW + 1 frames (~0.5 s)
+FANOUT = 3  # each anchor pairs with its FANOUT nearest peaks in the target zone
+DT_MIN, DT_MAX = 1, 63  # target zone in frames (6 bits)
+DF_MAX = 31  # and in bins either side (6 bits)
+_WINDOW = 48  # candidates examined after each anchor (peaks are sorted by time)
+QUERY_DENSITY = 90.0  # a query keeps more peaks, so the library's (the strongest) survive among them
+QUERY_FANOUT = 10
+QUERY_WINDOW = 128
+QUERY_SHIFTS = 4  # and is analysed at this many sub-frame shifts
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Landmark hashes of one sound, each with the frame index of its anchor peak."""
+
+    hashes: np.ndarray  # uint32
+    times: np.ndarray  # uint32
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+@dataclass(frozen=True)
+class Match:
+    """One library sample whose landmarks line up with the query's at one time offset."""
+
+    sample_id: int
+    offset: float  # seconds: where the query starts inside the sample (negative if before it)
+    votes: int
+    confidence: float  # 0..1
+
+
+def _resample(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    from scipy.signal import resample_poly
+
+    x = np.asarray(samples, dtype=np.float32)
+    if sample_rate == RATE:
+        return x
+    g = np.gcd(int(sample_rate), RATE)
+    return resample_poly(x, RATE // g, int(sample_rate) // g).astype(np.float32)
+
+
+def _spectrogram(x: np.ndarray) -> np.ndarray:
+    """Log power in dB (a full-scale sine peaks near 0), frames x bins."""
+    from scipy.fft import rfft
+
+    if len(x) < N_FFT:
+        x = np.pad(x, (0, N_FFT - len(x)))
+    frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP]
+    spec = rfft(frames * np.hanning(N_FFT).astype(np.float32), axis=1)
+    power = spec.real**2 + spec.imag**2
+    scale = (np.hanning(N_FFT).sum() / 2) ** 2
+    return (10 * np.log10(power / scale + 1e-12)).astype(np.float32)
+
+
+def _peaks(db: np.ndarray, density: float) -> tuple[np.ndarray, np.ndarray]:
+    """Spectral peaks as (frame, bin) arrays sorted by frame then bin."""
+    from scipy.ndimage import maximum_filter
+
+    if db.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    local = maximum_filter(db, size=(PEAK_TIME, PEAK_FREQ), mode="nearest")
+    band = db[:, F_MIN_BIN : F_MAX_BIN + 1]  # peaks are picked among all bins, so the band's edges are not peaks
+    floor = max(FLOOR_DB, float(band.max()) - RANGE_DB)
+    t, f = np.nonzero((band == local[:, F_MIN_BIN : F_MAX_BIN + 1]) & (band > floor))
+    if len(t) == 0:
+        return t, f
+    # Density: keep a peak if fewer than `rank` peaks within +-HALF_WINDOW frames are stronger. A sliding window,
+    # so an excerpt keeps the same peaks as the whole sound wherever it starts.
+    rank = max(1, round(density * (2 * HALF_WINDOW + 1) * FRAME_SECONDS))
+    keep = _strongest(t, band[t, f], rank)
+    return t[keep], f[keep] + F_MIN_BIN
+
+
+def _strongest(t: np.ndarray, strength: np.ndarray, rank: int) -> np.ndarray:
+    """Which peaks (sorted by frame) have fewer than rank stronger ones within +-HALF_WINDOW frames."""
+    n = len(t)
+    keep = np.zeros(n, bool)
+    lo = np.searchsorted(t, t - HALF_WINDOW, side="left")
+    hi = np.searchsorted(t, t + HALF_WINDOW, side="right")
+    for c in range(0, n, 2048):
+        rows = np.arange(c, min(n, c + 2048))
+        width = int((hi[rows] - lo[rows]).max())
+        j = lo[rows, None] + np.arange(width)[None, :]
+        valid = j < hi[rows, None]
+        j = np.minimum(j, n - 1)
+        s_i, s_j = strength[rows, None], strength[j]
+        stronger = valid & ((s_j > s_i) | ((s_j == s_i) & (j < rows[:, None])))
+        keep[rows] = stronger.sum(axis=1) < rank
+    return keep
+
+
+def _landmarks(t: np.ndarray, f: np.ndarray, fanout: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pair each anchor peak with up to fanout later peaks in its target zone: (hashes, anchor frames)."""
+    n = len(t)
+    hashes, times = [np.zeros(0, np.uint32)], [np.zeros(0, np.uint32)]
+    for c in range(0, n, 4096):
+        rows = np.arange(c, min(n, c + 4096))
+        j = rows[:, None] + np.arange(1, window + 1)[None, :]
+        valid = j < n
+        j = np.minimum(j, n - 1)
+        dt = t[j] - t[rows, None]
+        df = f[j] - f[rows, None]
+        valid &= (dt >= DT_MIN) & (dt <= DT_MAX) & (np.abs(df) <= DF_MAX)
+        valid &= np.cumsum(valid, axis=1) <= fanout
+        a, k = np.nonzero(valid)
+        anchor = rows[a]
+        dt_bits, df_bits = DT_MAX.bit_length(), (2 * DF_MAX).bit_length()
+        h = (f[anchor] << (dt_bits + df_bits)) | ((df[a, k] + DF_MAX) << dt_bits) | dt[a, k]
+        hashes.append(h.astype(np.uint32))
+        times.append(t[anchor].astype(np.uint32))
+    return np.concatenate(hashes), np.concatenate(times)
+
+
+def _fingerprint(x: np.ndarray, density: float, fanout: int, window: int) -> Fingerprint:
+    t, f = _peaks(_spectrogram(x), density)
+    return Fingerprint(*_landmarks(t, f, fanout, window))
+
+
+def fingerprint(samples: np.ndarray, sample_rate: int = 48000) -> Fingerprint:
+    """Landmark fingerprint of mono audio, for the library."""
+    return _fingerprint(_resample(samples, sample_rate), DENSITY, FANOUT, _WINDOW)
+
+
+def query_fingerprint(samples: np.ndarray, sample_rate: int = 48000) -> Fingerprint:
+    """A denser fingerprint for looking a sound up: more peaks, all pairs in the zone, at sub-frame shifts."""
+    x = _resample(samples, sample_rate)
+    parts = [_fingerprint(_shifted(x, s), QUERY_DENSITY, QUERY_FANOUT, QUERY_WINDOW) for s in _shifts()]
+    hashes = np.concatenate([p.hashes for p in parts])
+    times = np.concatenate([p.times for p in parts])
+    key = np.unique((hashes.astype(np.uint64) << np.uint64(32)) | times.astype(np.uint64))
+    return Fingerprint((key >> np.uint64(32)).astype(np.uint32), (key & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+
+
+def _shifted(x: np.ndarray, shift: int) -> np.ndarray:
+    return x[shift:] if shift >= 0 else np.concatenate([np.zeros(-shift, x.dtype), x])
+
+
+def _shifts() -> list[int]:
+    """Sub-frame shifts centred on zero, so they add no bias to the offset."""
+    return [round((i + 0.5 - QUERY_SHIFTS / 2) * HOP / QUERY_SHIFTS) for i in range(QUERY_SHIFTS)]
+
+
+_MAGIC = b"SFP1"
+
+
+def to_blob(fp: Fingerprint) -> bytes:
+    """Serialise a fingerprint: magic, count, then little-endian uint32 hashes and times."""
+    n = len(fp.hashes)
+    return _MAGIC + struct.pack("<I", n) + fp.hashes.astype("<u4").tobytes() + fp.times.astype("<u4").tobytes()
+
+
+def from_blob(blob: bytes) -> Fingerprint:
+    """Read a fingerprint written by to_blob."""
+    if blob[:4] != _MAGIC or len(blob) < 8:
+        raise ValueError("not a fingerprint blob")
+    (n,) = struct.unpack_from("<I", blob, 4)
+    if len(blob) != 8 + 8 * n:
+        raise ValueError("truncated fingerprint blob")
+    hashes = np.frombuffer(blob, dtype="<u4", count=n, offset=8).astype(np.uint32)
+    times = np.frombuffer(blob, dtype="<u4", count=n, offset=8 + 4 * n).astype(np.uint32)
+    return Fingerprint(hashes, times)
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Postings sorted by hash."""
+
+    hashes: np.ndarray  # uint32
+    ids: np.ndarray  # int32
+    times: np.ndarray  # int32
+
+    @staticmethod
+    def merge(parts: list[_Segment], dead: set[int]) -> _Segment:
+        hashes = np.concatenate([p.hashes for p in parts])
+        ids = np.concatenate([p.ids for p in parts])
+        times = np.concatenate([p.times for p in parts])
+        if dead:
+            live = ~np.isin(ids, np.fromiter(dead, np.int32, len(dead)))
+            hashes, ids, times = hashes[live], ids[live], times[live]
+        order = np.argsort(hashes, kind="stable")
+        return _Segment(hashes[order], ids[order], times[order])
+
+
+class FingerprintIndex:
+    """In-memory inverted index from landmark hash to (sample, anchor time), for one library."""
+
+    def __init__(self) -> None:
+        self._segments: list[_Segment] = []  # sizes decrease down the list; merged like a binary counter
+        self._pending: list[_Segment] = []
+        self._counts: dict[int, int] = {}  # live sample -> landmark count
+        self._dead: set[int] = set()  # removed samples whose postings are still in segments
+        self._dead_postings = 0
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def __contains__(self, sample_id: object) -> bool:
+        return sample_id in self._counts
+
+    def add(self, sample_id: int, fp: Fingerprint) -> None:
+        """Index a sample's fingerprint (replacing any earlier one for the same id)."""
+        if not 0 <= sample_id < 2**31:
+            raise ValueError(f"sample id {sample_id} is outside 0..2**31-1")
+        if sample_id in self._counts:
+            self.remove(sample_id)
+        if sample_id in self._dead:
+            self._purge()
+        self._counts[sample_id] = len(fp.hashes)
+        if len(fp.hashes):
+            ids = np.full(len(fp.hashes), sample_id, np.int32)
+            self._pending.append(_Segment(fp.hashes.astype(np.uint32), ids, fp.times.astype(np.int32)))
+
+    def remove(self, sample_id: int) -> None:
+        """Forget a sample; its postings are dropped at the next compaction."""
+        count = self._counts.pop(sample_id, None)
+        if count is None:
+            return
+        self._dead.add(sample_id)
+        self._dead_postings += count
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._segments.append(_Segment.merge(self._pending, self._dead))
+            self._pending = []
+            while len(self._segments) > 1 and len(self._segments[-1].hashes) * 2 >= len(self._segments[-2].hashes):
+                last = self._segments.pop()
+                self._segments[-1] = _Segment.merge([self._segments[-1], last], self._dead)
+        total = sum(len(s.hashes) for s in self._segments)
+        if self._dead_postings and self._dead_postings * 4 > total:
+            self._purge()
+
+    def _purge(self) -> None:
+        parts = self._segments + self._pending
+        self._segments = [_Segment.merge(parts, self._dead)] if parts else []
+        self._pending = []
+        self._dead.clear()
+        self._dead_postings = 0
+
+    def match(self, query: Fingerprint, top: int = 5) -> list[Match]:
+        """Library samples whose landmarks line up with the query's, most aligned votes first."""
+        self._flush()
+        if len(query.hashes) == 0 or not self._counts:
+            return []
+        order = np.argsort(query.hashes, kind="stable")
+        qh, qt = query.hashes[order], query.times[order].astype(np.int64)
+        found_pos, found_ids, found_deltas, base = [], [], [], 0
+        for seg in self._segments:
+            lo = np.searchsorted(seg.hashes, qh, side="left")
+            counts = np.searchsorted(seg.hashes, qh, side="right") - lo
+            total = int(counts.sum())
+            if total:
+                starts = np.cumsum(counts) - counts
+                pos = np.arange(total) - np.repeat(starts - lo, counts)
+                found_pos.append(pos + base)
+                found_ids.append(seg.ids[pos])
+                found_deltas.append(seg.times[pos].astype(np.int64) - np.repeat(qt, counts))
+            base += len(seg.hashes)
+        if not found_ids:
+            return []
+        # Each library landmark votes once, however many query landmarks (sub-frame shifts) found it.
+        _, once = np.unique(np.concatenate(found_pos), return_index=True)
+        ids, deltas = np.concatenate(found_ids)[once].astype(np.int64), np.concatenate(found_deltas)[once]
+        if self._dead:
+            live = ~np.isin(ids, np.fromiter(self._dead, np.int64, len(self._dead)))
+            ids, deltas = ids[live], deltas[live]
+        if len(ids) == 0:
+            return []
+        keys = np.sort((ids << 32) | (deltas + (1 << 31)))
+        uniq = np.unique(keys)
+        # Votes for an offset count the hits within one frame of it (jitter, resampling, slight speed change).
+        lo = np.searchsorted(keys, uniq - 1, side="left")
+        hi = np.searchsorted(keys, uniq + 1, side="right")
+        votes = hi - lo
+        uid = uniq >> 32
+        best = np.lexsort((-votes, uid))  # per sample, most votes first
+        first = best[np.r_[True, uid[best][1:] != uid[best][:-1]]]
+        first = first[np.argsort(-votes[first], kind="stable")][: max(top, 2)]
+        cum = np.concatenate([[0], np.cumsum((keys & 0xFFFFFFFF) - (1 << 31))])
+        results = []
+        for rank, i in enumerate(first):
+            mean_delta = (cum[hi[i]] - cum[lo[i]]) / votes[i]
+            rival = votes[first[1]] if rank == 0 and len(first) > 1 else (votes[first[0]] if rank else 0)
+            conf = _confidence(int(votes[i]), int(rival))
+            results.append(Match(int(uid[i]), float(mean_delta * FRAME_SECONDS), int(votes[i]), conf))
+        return results[:top]
+
+
+# Decision. Matching is a vote; the evidence for the best sample is its margin over the runner-up: the votes its
+# best offset got minus those of the best other sample (chance alignments and near-identical recordings, such
+# as velocity layers of one drum, raise the runner-up). confidence = margin / (margin + MARGIN), so the
+# confidence is 0.5 exactly at the decision margin. MARGIN was chosen on a calibration run (bench seeds other
+# than the reported ones, 2026-11-23): on 450 negatives (held-out drum kits clean and with 10 dB noise,
+# synthesised sounds) the margin was at most 5 (99th percentile 2.5); a margin of at least 2 / 3 / 4 / 5 / 6
+# let through 8.7% / 1.1% / 0.2% / 0.2% / 0% of them, while 2 s positives kept 99.1 / 99.1 / 99.1 / 98.7 /
+# 98.7% (clean) and 91.0 / 90.1 / 89.7 / 86.1 / 85.2% (10 dB white noise). 5 leaves headroom for larger libraries.
+MARGIN = 5
+THRESHOLD = 0.5
+
+
+def _confidence(votes: int, rival: int) -> float:
+    """How sure a match is: its margin of aligned votes over the best other sample, mapped to 0..1."""
+    margin = max(0, votes - rival)
+    return margin / (margin + MARGIN)
+
+
+def decide(matches: list[Match]) -> Match | None:
+    """The best match if it beats the runner-up clearly enough to name, else None."""
+    if not matches or matches[0].confidence < THRESHOLD:
+        return None
+    return matches[0]
