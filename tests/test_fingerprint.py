@@ -1,0 +1,185 @@
+"""Landmark fingerprints: identification, offsets, negatives, removal, blobs and determinism, on synthesised audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import fingerprint as fpr
+
+SR = 48000
+
+
+def sound(seed: int, seconds: float = 5.0) -> np.ndarray:
+    """A distinct sound: decaying inharmonic tones, noise bursts and clicks at random times.
+
+    No linear sweeps: two sweeps of about the same rate are the same sound to a landmark fingerprint (any stretch
+    of one is a stretch of the other), so they would not make a fair negative.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    y = np.zeros(n)
+    for _ in range(12):
+        start, partials = rng.uniform(0, seconds - 0.3), rng.uniform(100, 3500, 3)
+        env = np.where(t >= start, np.exp(-(t - start) * rng.uniform(3, 12)), 0.0)
+        y += env * np.sum([np.sin(2 * np.pi * f * t) for f in partials], axis=0)
+    for _ in range(4):
+        start = rng.uniform(0, seconds - 0.2)
+        env = np.where(t >= start, np.exp(-(t - start) * 30), 0.0)
+        y += 0.5 * env * rng.standard_normal(n)
+    y[rng.integers(0, n, 6)] += 2.0
+    return (0.5 * y / np.abs(y).max()).astype(np.float32)
+
+
+def with_noise(x: np.ndarray, snr_db: float, seed: int = 99) -> np.ndarray:
+    """x plus white noise at snr_db below its mean power."""
+    noise = np.random.default_rng(seed).standard_normal(len(x))
+    noise *= np.sqrt(np.mean(x.astype(np.float64) ** 2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+    return (x + noise).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def library() -> tuple[fpr.FingerprintIndex, dict[int, np.ndarray]]:
+    sounds = {10 + i: sound(i) for i in range(8)}
+    index = fpr.FingerprintIndex()
+    for sample_id, x in sounds.items():
+        index.add(sample_id, fpr.fingerprint(x))
+    return index, sounds
+
+
+def identify(index: fpr.FingerprintIndex, x: np.ndarray) -> fpr.Match | None:
+    return fpr.decide(index.match(fpr.query_fingerprint(x)))
+
+
+@pytest.mark.parametrize(("sample_id", "start"), [(13, 1.2345), (16, 0.0071), (17, 2.9)])
+def test_clean_excerpt_is_found_at_its_offset(library, sample_id: int, start: float) -> None:
+    index, sounds = library
+    x = sounds[sample_id]
+    found = identify(index, x[int(start * SR) : int((start + 2) * SR)])
+    assert found is not None and found.sample_id == sample_id
+    assert abs(found.offset - start) <= fpr.FRAME_SECONDS
+    assert 0.5 <= found.confidence <= 1.0
+
+
+def test_query_starting_before_the_sample_has_a_negative_offset(library) -> None:
+    index, sounds = library
+    x = np.concatenate([np.zeros(int(0.75 * SR), np.float32), sounds[11][: 2 * SR]])
+    found = identify(index, x)
+    assert found is not None and found.sample_id == 11
+    assert abs(found.offset + 0.75) <= fpr.FRAME_SECONDS
+
+
+def test_noisy_excerpt_is_identified(library) -> None:
+    index, sounds = library
+    for sample_id in (12, 15):
+        x = sounds[sample_id][int(1.5 * SR) : int(3.5 * SR)]
+        found = identify(index, with_noise(x, 10.0, seed=sample_id))
+        assert found is not None and found.sample_id == sample_id
+        assert abs(found.offset - 1.5) <= 2 * fpr.FRAME_SECONDS
+
+
+def test_sounds_not_in_the_library_and_silence_are_not_named(library) -> None:
+    index, _ = library
+    for seed in (100, 101, 102):
+        assert index.match(fpr.query_fingerprint(sound(seed, 3.0)))  # chance votes exist...
+        assert identify(index, sound(seed, 3.0)) is None  # ...but don't reach a decision
+    assert identify(index, with_noise(np.full(3 * SR, 1e-3, np.float32), -20.0)) is None  # white noise alone
+    silence = np.zeros(3 * SR, np.float32)
+    assert len(fpr.fingerprint(silence)) == 0
+    assert index.match(fpr.query_fingerprint(silence)) == []
+    assert fpr.decide([]) is None
+
+
+def test_removed_sample_is_unmatchable_and_can_come_back(library) -> None:
+    _, sounds = library
+    index = fpr.FingerprintIndex()
+    for sample_id in (1, 2, 3):
+        index.add(sample_id, fpr.fingerprint(sounds[10 + sample_id]))
+    query = sounds[12][SR : 3 * SR]
+    assert identify(index, query) is not None
+    index.remove(2)
+    assert len(index) == 2 and 2 not in index
+    assert all(m.sample_id != 2 for m in index.match(fpr.query_fingerprint(query), top=10))
+    assert identify(index, query) is None
+    index.remove(2)  # removing twice is harmless
+    index.add(2, fpr.fingerprint(sounds[12]))
+    found = identify(index, query)
+    assert found is not None and found.sample_id == 2
+    assert len(index) == 3
+
+
+def test_adding_again_replaces_the_fingerprint(library) -> None:
+    _, sounds = library
+    index = fpr.FingerprintIndex()
+    index.add(5, fpr.fingerprint(sounds[10]))
+    index.add(6, fpr.fingerprint(sounds[11]))
+    index.add(5, fpr.fingerprint(sounds[12]))
+    assert len(index) == 2
+    assert identify(index, sounds[10][SR : 3 * SR]) is None
+    found = identify(index, sounds[12][SR : 3 * SR])
+    assert found is not None and found.sample_id == 5
+
+
+def test_matches_are_ranked_and_confidence_is_bounded(library) -> None:
+    index, sounds = library
+    matches = index.match(fpr.query_fingerprint(with_noise(sounds[14][: 2 * SR], 0.0)), top=3)
+    assert 1 <= len(matches) <= 3
+    assert [m.votes for m in matches] == sorted((m.votes for m in matches), reverse=True)
+    assert all(0.0 <= m.confidence <= 1.0 for m in matches)
+    assert all(m.confidence == 0.0 for m in matches[1:])  # only the best can beat the runner-up
+
+
+def test_blob_round_trip_is_exact(library) -> None:
+    _, sounds = library
+    fp = fpr.fingerprint(sounds[10])
+    assert len(fp) > 100
+    blob = fpr.to_blob(fp)
+    assert len(blob) == 8 + 8 * len(fp)
+    back = fpr.from_blob(blob)
+    assert back.hashes.dtype == np.uint32 and back.times.dtype == np.uint32
+    assert np.array_equal(back.hashes, fp.hashes) and np.array_equal(back.times, fp.times)
+    empty = fpr.from_blob(fpr.to_blob(fpr.fingerprint(np.zeros(SR, np.float32))))
+    assert len(empty) == 0
+    with pytest.raises(ValueError):
+        fpr.from_blob(blob[:-1])
+    with pytest.raises(ValueError):
+        fpr.from_blob(b"nope" + blob[4:])
+
+
+def test_fingerprints_are_deterministic_and_bounded() -> None:
+    x = sound(7)
+    a, b = fpr.fingerprint(x), fpr.fingerprint(x.copy())
+    assert np.array_equal(a.hashes, b.hashes) and np.array_equal(a.times, b.times)
+    q1, q2 = fpr.query_fingerprint(x), fpr.query_fingerprint(x.copy())
+    assert np.array_equal(q1.hashes, q2.hashes) and np.array_equal(q1.times, q2.times)
+    assert not np.array_equal(a.hashes, fpr.fingerprint(sound(8)).hashes)
+    # the storage bound: at most DENSITY peaks per second, each the anchor of at most FANOUT landmarks
+    noise = np.random.default_rng(0).standard_normal(10 * SR).astype(np.float32) * 0.1
+    assert len(fpr.fingerprint(noise)) <= 10 * fpr.DENSITY * fpr.FANOUT * 1.05
+
+
+def test_level_does_not_matter(library) -> None:
+    index, sounds = library
+    x = sounds[15]
+    a, b = fpr.fingerprint(x), fpr.fingerprint(x * 0.25)
+    key_a = (a.hashes.astype(np.uint64) << np.uint64(32)) | a.times
+    key_b = (b.hashes.astype(np.uint64) << np.uint64(32)) | b.times
+    assert len(np.intersect1d(key_a, key_b)) >= 0.9 * max(len(a), len(b))
+    found = identify(index, x[2 * SR : 4 * SR] * 0.03)  # -30 dB
+    assert found is not None and found.sample_id == 15
+
+
+def test_other_sample_rates_are_resampled(library) -> None:
+    index, sounds = library
+    from scipy.signal import resample_poly
+
+    x44 = resample_poly(sounds[16][SR : 3 * SR], 147, 160).astype(np.float32)  # 48 kHz -> 44.1 kHz
+    found = fpr.decide(index.match(fpr.query_fingerprint(x44, 44100)))
+    assert found is not None and found.sample_id == 16
+    assert abs(found.offset - 1.0) <= fpr.FRAME_SECONDS
+
+
+def test_sample_ids_must_fit_the_index() -> None:
+    with pytest.raises(ValueError):
+        fpr.FingerprintIndex().add(-1, fpr.fingerprint(sound(1, 1.0)))
