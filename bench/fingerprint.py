@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from core.importer import walk
 
 from bench.machine import INTERESTING_FLAGS, _cpuinfo
 from core import audio
 from core import fingerprint as fpr
-from core.importer import walk
 
 log = logging.getLogger(__name__)
 

@@ -113,7 +113,9 @@ async def measure(uploads: int, seconds: float, budget: int | None, model: str) 
     with tempfile.TemporaryDirectory(prefix="shira-memory-") as scratch:
         model_dir, label = resolve_model(model, Path(scratch))
         config = bench_config(Path(scratch) / "data", model_dir)
-        limits = config.limits if budget is None else dataclasses.replace(config.limits, max_bytes_in_flight=budget)
+        limits = dataclasses.replace(config.limits, library_requests_per_minute=0)  # the budget, not the rate, is tried
+        if budget is not None:
+            limits = dataclasses.replace(limits, max_bytes_in_flight=budget)
         search = dataclasses.replace(config.search, vocabulary="none")  # no label vocabulary to embed first
         config = dataclasses.replace(config, limits=limits, search=search)
         async with Engine.open(config, warm_labels=False) as engine:

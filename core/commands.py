@@ -18,7 +18,7 @@ from core.config import Config
 from core.encoder import Embedded, Encoder
 from core.errors import Busy, NotAllowed, NotFound, RateLimited, UserError
 from core.files import attachment_name
-from core.ingest import Ingest
+from core.ingest import Ingest, print_bytes
 from core.jobs import Priority
 from core.library import Library
 from core.messages import Added, AudioFile, AudioRef, Command, Hit, Reply, ReplyKind, Request, SpaceStats
@@ -292,7 +292,9 @@ class Commands:
         await self.ingest.check_quota(request.space)  # before downloading anything
         if not request.bulk:
             self.encoder.check_room()
-        limits, decoded = self.encoder.add_limits, self.encoder.addition_bytes
+        limits = self.encoder.add_limits
+        # Whichever holds more: the windows being embedded, or, after them, the fingerprint's pass.
+        decoded = max(self.encoder.addition_bytes, print_bytes(ref.duration or limits.max_seconds))
         lease = await self._lease(ref, limits, decoded, wait=request.bulk)
         try:
             data = await self._fetch(ref, limits)

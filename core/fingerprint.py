@@ -76,15 +76,15 @@ def _spectrogram(x: np.ndarray) -> np.ndarray:
     return (10 * np.log10(power / scale + 1e-12)).astype(np.float32)
 
 
-def _peaks(db: np.ndarray, density: float) -> tuple[np.ndarray, np.ndarray]:
-    """Spectral peaks as (frame, bin) arrays sorted by frame then bin."""
+def _peaks(db: np.ndarray, density: float, loudest: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Spectral peaks as (frame, bin) arrays sorted by frame then bin; loudest: the whole sound's loudest bin."""
     from scipy.ndimage import maximum_filter
 
     if db.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     local = maximum_filter(db, size=(PEAK_TIME, PEAK_FREQ), mode="nearest")
     band = db[:, F_MIN_BIN : F_MAX_BIN + 1]  # peaks are picked among all bins, so the band's edges are not peaks
-    floor = max(FLOOR_DB, float(band.max()) - RANGE_DB)
+    floor = max(FLOOR_DB, (float(band.max()) if loudest is None else loudest) - RANGE_DB)
     t, f = np.nonzero((band == local[:, F_MIN_BIN : F_MAX_BIN + 1]) & (band > floor))
     if len(t) == 0:
         return t, f
@@ -140,9 +140,38 @@ def _fingerprint(x: np.ndarray, density: float, fanout: int, window: int) -> Fin
     return Fingerprint(*_landmarks(t, f, fanout, window))
 
 
+BLOCK_FRAMES = 1250  # a long sound is analysed 20 s at a time, so memory follows the block, not the sound
+# Frames of context each side of a block: the peak filter (PEAK_TIME), the density window (HALF_WINDOW) and the
+# target zone (DT_MAX) all see what they would in the whole sound.
+MARGIN_FRAMES = DT_MAX + 2 * HALF_WINDOW + PEAK_TIME
+
+
 def fingerprint(samples: np.ndarray, sample_rate: int = 48000) -> Fingerprint:
-    """Landmark fingerprint of mono audio, for the library."""
-    return _fingerprint(_resample(samples, sample_rate), DENSITY, FANOUT, _WINDOW)
+    """Landmark fingerprint of mono audio, for the library; long sounds are done block by block, same result."""
+    x = _resample(samples, sample_rate)
+    frames = max(1, (max(len(x), N_FFT) - N_FFT) // HOP + 1)
+    if frames <= BLOCK_FRAMES + 2 * MARGIN_FRAMES:
+        return _fingerprint(x, DENSITY, FANOUT, _WINDOW)
+    loudest = max(
+        float(_spectrogram(x[a : a + (BLOCK_FRAMES - 1) * HOP + N_FFT])[:, F_MIN_BIN : F_MAX_BIN + 1].max())
+        for a in range(0, frames * HOP, BLOCK_FRAMES * HOP)
+    )
+    hashes, times = [], []
+    for first in range(0, frames, BLOCK_FRAMES):
+        lo = max(0, first - MARGIN_FRAMES)
+        hi = min(frames, first + BLOCK_FRAMES + MARGIN_FRAMES)
+        db = _spectrogram(x[lo * HOP : (hi - 1) * HOP + N_FFT])
+        t, f = _peaks(db, DENSITY, loudest)
+        t = t + lo
+        near = (t >= first - MARGIN_FRAMES + HALF_WINDOW + PEAK_TIME) if lo else np.ones(len(t), bool)
+        if hi < frames:
+            near &= t < hi - HALF_WINDOW - PEAK_TIME
+        t, f = t[near], f[near]
+        h, anchors = _landmarks(t, f, FANOUT, _WINDOW)
+        mine = (anchors >= first) & (anchors < first + BLOCK_FRAMES)
+        hashes.append(h[mine])
+        times.append(anchors[mine])
+    return Fingerprint(np.concatenate(hashes), np.concatenate(times))
 
 
 def query_fingerprint(samples: np.ndarray, sample_rate: int = 48000) -> Fingerprint:

@@ -22,6 +22,13 @@ from core.store import NewSample, Store
 
 log = logging.getLogger(__name__)
 
+PRINT_WORKING_BYTES = 48 * 1024 * 1024  # what fingerprinting one block of a sound takes (measured: 10 min of noise)
+
+
+def print_bytes(seconds: float) -> int:
+    """What fingerprinting a sound this long holds: the sound at 8 kHz and one block's working."""
+    return 4 * PRINT_RATE * int(seconds + 1) + PRINT_WORKING_BYTES
+
 
 class Ingest:
     """Prepares an addition without holding any lock; only the final commit goes through the library."""
@@ -62,8 +69,8 @@ class Ingest:
             return existing
         await self.check_quota(space)
         embedded = await self.encoder.embed_addition(data, priority, wait=priority == Priority.BULK)
-        if lease is not None:
-            lease.resize(len(data))
+        if lease is not None:  # now the file, the sound at 8 kHz and one block of the fingerprint's working
+            lease.resize(len(data) + print_bytes(embedded.duration))
         # Fingerprints work at 8 kHz: decoded at that rate, a long addition takes a sixth of the memory it would.
         heard = await self.encoder.decode(data, self.encoder.add_limits, PRINT_RATE)
         fp = await asyncio.to_thread(fingerprint, heard.samples, heard.rate)
@@ -71,6 +78,8 @@ class Ingest:
         near = await self.searcher.near_duplicates(space, embedded.vector, platform)
         same_as = await self.searcher.exact((space,), heard.samples, heard.rate)
         del heard
+        if lease is not None:
+            lease.resize(len(data))
         search = self.config.search
         labels = await self.encoder.labels(
             embedded.vector, await self.store.space_labels(space), search.autotags, priority

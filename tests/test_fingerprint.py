@@ -183,3 +183,17 @@ def test_other_sample_rates_are_resampled(library) -> None:
 def test_sample_ids_must_fit_the_index() -> None:
     with pytest.raises(ValueError):
         fpr.FingerprintIndex().add(-1, fpr.fingerprint(sound(1, 1.0)))
+
+
+def test_a_long_sound_is_fingerprinted_block_by_block_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(7)
+    t = np.arange(int(0.25 * 48_000)) / 48_000
+    notes = [np.sin(2 * np.pi * rng.uniform(200, 3000) * t) * np.exp(-4 * t) for _ in range(400)]  # 100 s
+    x = (0.3 * np.concatenate(notes) + 0.01 * rng.standard_normal(len(t) * 400)).astype(np.float32)
+    whole = fpr._fingerprint(fpr._resample(x, 48_000), fpr.DENSITY, fpr.FANOUT, fpr._WINDOW)
+    monkeypatch.setattr(fpr, "BLOCK_FRAMES", 700)  # many blocks, so every seam is crossed
+    blocked = fpr.fingerprint(x, 48_000)
+    assert len(whole) > 1000
+    assert sorted(zip(whole.hashes.tolist(), whole.times.tolist(), strict=True)) == sorted(
+        zip(blocked.hashes.tolist(), blocked.times.tolist(), strict=True)
+    )
