@@ -552,7 +552,8 @@ def report(f: Facts, pos: list[Outcome], neg: list[Outcome], big: list[Outcome],
     fp_rate = sum(o.decided is not None for o in neg) / len(neg)
     big_neg = [o for o in big if o.truth is None]
     big_fp = sum(o.decided is not None for o in big_neg) / max(1, len(big_neg))
-    big_lat = [o.latency for o in big]
+    big_two = [o for o in big if o.truth is not None]  # the 2 s queries: clean and with 10 dB noise
+    big_lat = [o.latency for o in big_two]
     errors = [o.offset_error for o in pos if o.offset_error is not None]
     out = [
         "## Exact identification (landmark fingerprints)",
@@ -603,7 +604,8 @@ def report(f: Facts, pos: list[Outcome], neg: list[Outcome], big: list[Outcome],
     ]
     for r in big_rows.values():
         out.append(
-            f"| {r.name} | {r.n} | {_pct(r.correct)} | {_pct(r.wrong)} | {r.latency_p50:.1f} / {r.latency_p95:.1f} ms |"
+            f"| {r.name} | {r.n} | {_pct(r.correct)} | {_pct(r.wrong)} | "
+            f"{r.latency_p50:.1f} / {r.latency_p95:.1f} ({r.cpu_p50:.1f}) ms |"
         )
     out.append(f"| negatives | {len(big_neg)} | - | {_pct(big_fp)} | |")
     c2, c1 = rows["clean 2 s"], rows.get("white noise 10 dB, 1 s")
@@ -624,7 +626,8 @@ def report(f: Facts, pos: list[Outcome], neg: list[Outcome], big: list[Outcome],
         f"| false positives <= 1% | {_pct(fp_rate)} of {len(neg)} (at {f.big:,} samples: {_pct(big_fp)}) | "
         f"{_met(max(fp_rate, big_fp) <= 0.01)} |",
         f"| query p50 <= 30 ms at 10k samples | p50 {lat50:.1f} ms, p95 {_ms(big_lat, 95):.1f} ms, CPU p50 "
-        f"{_ms([o.cpu for o in big], 50):.1f} ms (fingerprint + match, n={len(big_lat)}) | {_met(lat50 <= 30)} |",
+        f"{_ms([o.cpu for o in big_two], 50):.1f} ms (2 s queries, fingerprint + match, n={len(big_lat)}) | "
+        f"{_met(lat50 <= 30)} |",
         f"| fingerprinting >= 200x real time, one core | {f.speed:.0f}x (library, CPU time) | "
         f"{_met(float(f.speed) >= 200)} |",
         f"| storage <= 5 MB per hour | {f.mb_per_hour:.2f} MB/h on the library, {f.filler_mb_per_hour:.2f} "
