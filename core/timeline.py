@@ -79,28 +79,37 @@ def frame_cells(frames: int, params: TimelineParams, duration: float | None = No
     return np.stack([edges[:-1], edges[1:]], axis=1)
 
 
-def calibrate(similarities: np.ndarray, logit_scale: float, background: np.ndarray | None = None) -> np.ndarray:
+def calibrate(
+    similarities: np.ndarray, logit_scale: float, reference: np.ndarray | None = None, quantile: float = 0.75
+) -> np.ndarray:
     """Per-label probabilities in [0, 1] from cosine similarities (frames x labels), each label on its own.
 
-    A softmax over the labels would make each score depend on which other labels were asked for (one label alone
-    would always be 1, two co-occurring sounds would split it). Instead each label is a two-way choice under CLAP's
-    own logit scale, sigmoid(scale * (similarity - reference)), where the reference is either
-      - background: each frame's similarity to a background prompt (frames,), so the score is CLAP's probability
-        that the frame is this label rather than background; or
-      - by default, the label's own median over the frames: what this label scores on this clip when it is not
-        what is playing. This needs no extra prompt and cancels a label text's bias, but a label heard in more
-        than half the clip is centred on itself; pass a background for clips one sound dominates.
+    A softmax over the labels would make a score depend on which other labels were asked for (one label alone
+    would always be 1; two sounds at once would split it). Instead each label gets sigmoid(scale * (similarity -
+    baseline)) under CLAP's own logit scale, where a frame's baseline is the `quantile` of its similarities to a
+    reference vocabulary (frames x K): a label must stand out above most of the sounds that frame could have been.
+    The reference defaults to the labels themselves, which suits many labels but lets only about a quarter of them
+    score high at once; for co-occurring sounds or for one or two labels pass another one, such as the similarities
+    to shira's built-in vocabulary, or to a single background prompt (K = 1, any quantile).
+
+    Not each label's median over the frames: a label's similarity on sounds it doesn't name varies with what they
+    are (a "white noise" prompt sits closer to silence than to tones), so on a clip of several sounds it lit up on
+    whatever happened to sit above its median.
     """
     sims = np.asarray(similarities, dtype=np.float64)
     if sims.ndim != 2:
         raise ValueError("similarities must be a (frames, labels) matrix")
-    if background is None:
-        reference = np.median(sims, axis=0, keepdims=True) if len(sims) else sims
-    else:
-        reference = np.asarray(background, dtype=np.float64).reshape(-1, 1)
-        if len(reference) != len(sims):
-            raise ValueError("background needs one similarity per frame")
-    return 1.0 / (1.0 + np.exp(-logit_scale * (sims - reference)))
+    if reference is None:
+        if sims.shape[1] < 3:
+            raise ValueError("with fewer than 3 labels, pass a reference vocabulary's similarities")
+        reference = sims
+    ref = np.asarray(reference, dtype=np.float64)
+    if ref.ndim == 1:
+        ref = ref[:, None]
+    if len(ref) != len(sims) or ref.shape[1] == 0:
+        raise ValueError("the reference needs similarities for every frame")
+    baseline = np.quantile(ref, quantile, axis=1, keepdims=True) if len(ref) else np.zeros((0, 1))
+    return 1.0 / (1.0 + np.exp(-logit_scale * (sims - baseline)))
 
 
 def median_filter(scores: np.ndarray, frames: int) -> np.ndarray:
