@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 BATCH_SECONDS = 64.0  # audio embedded per submission (32 windows of 2 s): bounds what a timeline holds at once
 CHUNK_SECONDS = 30.0  # decoded audio held at once (plus one window)
+# What a frame is scored against when the library has no built-in vocabulary ([search] vocabulary = "none").
+REFERENCE = ("silence", "noise", "speech", "music", "a tone", "a click", "an engine", "wind", "water", "a crowd")
 Progress = Callable[[float], Awaitable[None]]  # seconds analysed so far
 
 
@@ -54,8 +56,10 @@ class Analyser:
         if not labels:
             raise ValueError("a timeline needs at least one label")
         label_vectors, logit_scale = await self.encoder.label_vectors(labels)
+        # Each label must stand out above what else a frame could be: the built-in vocabulary, or a few sounds.
+        reference, _ = await self.encoder.label_vectors(await self.encoder.vocabulary() or list(REFERENCE))
         vectors, duration = await self._window_vectors(source, progress)
-        scores = calibrate(vectors @ label_vectors.T, logit_scale)
+        scores = calibrate(vectors @ label_vectors.T, logit_scale, vectors @ reference.T)
         found = events(scores, labels, self.params, duration)
         png = await asyncio.to_thread(timeline_png, scores, labels, duration, self.config.chart_rows, self.params)
         log.info("timeline of %.1f s: %d windows, %d events", duration, len(vectors), len(found))
