@@ -69,32 +69,6 @@ async def test_windows_follow_the_hop_and_the_last_is_flush_with_the_end(config:
     assert parse_srt(reply.timeline.srt) == parse_vtt(reply.timeline.vtt)  # the same cues in both formats
 
 
-async def test_a_timeline_finds_what_is_where(trained_model_dir: Path, tmp_path: Path) -> None:
-    from tests.conftest import make_config
-
-    config = make_config(tmp_path / "data", trained_model_dir, search={"vocabulary": "none"})
-    samples, spans = programme()
-    async with Engine.open(config, warm_labels=False) as engine:
-        labels = "a high tone, a low tone, white noise, silence"
-        path = encode(samples, tmp_path / "programme.wav")
-        reply = await engine.handle(Request("test", "s", "u1", Command.TIMELINE, labels, (local_ref(path),)))
-    assert reply.timeline is not None, reply.text
-    hop = config.timeline.hop_seconds
-    found = {(e.label, round(e.start / hop), round(e.end / hop)) for e in reply.timeline.events}
-    for label, start, end in spans:
-        if label == "silence":
-            continue
-        near = [e for e in reply.timeline.events if e.label == label]
-        assert near, f"{label} not found in {found}"
-        assert any(abs(e.start - start) <= hop + 1e-6 and abs(e.end - end) <= hop + 1e-6 for e in near), (label, found)
-    cues = parse_srt(reply.timeline.srt)
-    assert [c[2] for c in cues] == [e.label for e in reply.timeline.events]
-    assert all(
-        abs(a - e.start) < 0.001 and abs(b - e.end) < 0.001
-        for (a, b, _), e in zip(cues, reply.timeline.events, strict=True)
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_a_two_hour_recording_streams_in_bounded_memory(config: Config, tmp_path: Path) -> None:
