@@ -28,6 +28,17 @@ HERE = Path(__file__).parent
 OUT = HERE / "out"
 
 
+FINGERPRINT = ("<!-- fingerprint:start -->", "<!-- fingerprint:end -->")
+
+
+def keep_fingerprint_section(old: str, new: str) -> str:
+    """new with bench.fingerprint's section of old carried over at its end."""
+    start, end = FINGERPRINT
+    if start not in old or end not in old or start in new:
+        return new
+    return new.rstrip("\n") + "\n\n" + start + old.partition(start)[2].partition(end)[0] + end + "\n"
+
+
 def run_scale(n: int) -> dict[str, object]:
     """One index size in a fresh process, so its memory reading is its own."""
     log.info("index scale: %d vectors", n)
@@ -133,7 +144,8 @@ def main() -> None:
     png = args.out.with_name("results.png")
     report.plot(run, png)
     old = args.out.read_text() if args.out.exists() else ""
-    args.out.write_text(memory.keep_section(old, report.markdown(run, png.name)))  # bench.memory writes that part
+    text = memory.keep_section(old, report.markdown(run, png.name))  # bench.memory writes that part
+    args.out.write_text(keep_fingerprint_section(old, text))  # and bench.fingerprint this one
     (OUT / "results.json").write_text(json.dumps(report.as_json(run), indent=2, default=str))
     print(args.out.read_text())
     log.info("wrote %s and %s", args.out, png)
