@@ -15,6 +15,7 @@ import numpy as np
 from bench.indexing import LIMITS, bench_config
 from bench.scale import clustered
 from core.audio import SAMPLE_RATE, decode, ffmpeg_exe
+from core.fingerprint import Fingerprint, to_blob
 from core.messages import AudioRef, Command, ReplyKind, Request
 from core.store import NewSample, SqliteStore
 
@@ -36,6 +37,9 @@ def query_texts() -> list[str]:
     texts = [f"{a} {b} {s}" for a, b in itertools.permutations(QUALITIES, 2) for s in SOUNDS]
     order = np.random.default_rng(1).permutation(len(texts))
     return [texts[i] for i in order]
+
+
+NO_PRINT = to_blob(Fingerprint(np.zeros(0, np.uint32), np.zeros(0, np.uint32)))
 
 
 async def build_library(data_dir: Path, dim: int, n: int = SIZE) -> None:
@@ -63,6 +67,7 @@ async def build_library(data_dir: Path, dim: int, n: int = SIZE) -> None:
                     vector=vector,
                     segments=((0.0, 1.0, vector),),
                     tags=((sound, None, False), (a, 0.5, True)),
+                    fingerprint=NO_PRINT,  # no original file behind these rows: nothing for a backfill to do
                 )
             )
     finally:
