@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ class AdapterSpec:
     config: str  # "module:Class", a module without platform imports; the class has `enabled` and `token`
     factory: str  # "module:function" called as function(door, section, global_space, inbox) -> Adapter
     token_env: str  # environment variable that overrides the section's `token`
+    secret_env: Mapping[str, str] = field(default_factory=dict)  # other secret keys -> their variables
 
 
 ADAPTERS: Mapping[str, AdapterSpec] = {
@@ -30,6 +31,7 @@ ADAPTERS: Mapping[str, AdapterSpec] = {
         config="adapters.telegram.config:TelegramConfig",
         factory="adapters.telegram:create",
         token_env="SHIRA_TELEGRAM_TOKEN",
+        secret_env={"webhook_secret": "SHIRA_TELEGRAM_WEBHOOK_SECRET"},
     ),
     "discord": AdapterSpec(
         config="adapters.discord.config:DiscordConfig",
@@ -47,7 +49,10 @@ def _resolve(target: str) -> Any:
 
 def sections() -> dict[str, Section]:
     """Every adapter's config section, for core.config.load_config."""
-    return {name: Section(_resolve(spec.config), {"token": spec.token_env}) for name, spec in ADAPTERS.items()}
+    return {
+        name: Section(_resolve(spec.config), {"token": spec.token_env, **spec.secret_env})
+        for name, spec in ADAPTERS.items()
+    }
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -32,7 +32,7 @@ from pydantic import (
 DEFAULT_MODEL = "laion/larger_clap_music_and_speech"
 MB = 1024 * 1024
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
-SECRET_KEYS = frozenset({"token"})  # their values are never repeated in error messages
+SECRET_KEYS = frozenset({"token", "webhook_secret"})  # their values are never repeated in error messages
 CORE_ENV = {"SHIRA_DATA_DIR": ("data_dir",), "SHIRA_MODEL": ("model", "id")}  # environment variable -> key path
 
 

@@ -41,6 +41,7 @@ from adapters.telegram.translate import (
     space_of,
     translate,
 )
+from adapters.telegram.webhook import WebhookServer
 from core.command_table import needs_admin
 from core.config import ConfigError
 from core.errors import TooLarge, UserError
@@ -88,6 +89,11 @@ class TelegramAdapter:
     ) -> None:
         if not config.token:
             raise ConfigError("Telegram is enabled but has no token: set SHIRA_TELEGRAM_TOKEN or [telegram] token.")
+        if config.webhook_url and not config.webhook_secret:
+            raise ConfigError(
+                "[telegram] webhook_url needs a webhook_secret (or SHIRA_TELEGRAM_WEBHOOK_SECRET), "
+                "so that only Telegram can post updates to it."
+            )
         self.door = door
         self.config = config
         self.global_space = global_space
@@ -113,6 +119,11 @@ class TelegramAdapter:
         self._poll_error = ""
         self._accepting: asyncio.Future[bool] | None = None  # a fetched batch being journaled
         self._work: set[asyncio.Task[None]] = set()  # updates being answered
+        self._webhook = (
+            WebhookServer(config.webhook_url, config.webhook_listen, config.webhook_secret, self._accept_posted)
+            if config.webhook_url
+            else None
+        )
 
     # ----------------------------------------------------------------- lifespan
 
@@ -125,7 +136,7 @@ class TelegramAdapter:
             if isinstance(exc, InvalidToken):  # its message quotes the token; never pass that on
                 raise ConfigError("Telegram rejected the bot token; check SHIRA_TELEGRAM_TOKEN.") from None
             raise
-        log.info("telegram: polling as @%s", self.app.bot.username)
+        log.info("telegram: %s as @%s", "webhook" if self._webhook else "polling", self.app.bot.username)
 
     async def _start(self) -> None:
         await self.app.initialize()
@@ -143,12 +154,21 @@ class TelegramAdapter:
             await bot.set_my_commands([BotCommand(name, about) for name, about in MENU])
         except TelegramError as exc:
             log.warning("telegram: could not register the command menu: %s", exc)
+        if self._webhook is not None:
+            await self._replay()
+            await self._webhook.start()
+            await bot.set_webhook(
+                self.config.webhook_url, secret_token=self.config.webhook_secret, allowed_updates=ALLOWED_UPDATES
+            )
+            return
         await bot.delete_webhook()  # getUpdates is refused while a webhook is set
         await self._replay()
         self._poller = asyncio.create_task(self._poll(), name="telegram-polling")
 
     async def drain(self, seconds: float) -> None:
         """Stop polling (Telegram keeps what comes meanwhile) and give the updates in hand `seconds` to be answered."""
+        if self._webhook is not None:
+            self._webhook.close()
         await self._stop_polling()
         await self._finish(seconds)
 
@@ -172,6 +192,8 @@ class TelegramAdapter:
 
     async def stop(self) -> None:
         """Stop polling, drop the updates still in hand (the inbox keeps them), and close the connections."""
+        if self._webhook is not None:
+            await self._webhook.stop()
         await self._stop_polling()
         await self._finish(0)
         await self.app.shutdown()
@@ -234,6 +256,15 @@ class TelegramAdapter:
                 continue
             self._spawn(self._process(update, key if key in kept else None, late=False))
         return True
+
+    async def _accept_posted(self, data: dict[str, object]) -> bool:
+        """Journal and start one update posted to the webhook; False if it could not be journaled."""
+        try:
+            update = Update.de_json(data, self.app.bot)
+        except Exception:
+            log.warning("telegram: a posted update can't be read; dropping it", exc_info=True)
+            return True  # posting it again would not make it readable
+        return await self._accept([update])
 
     def _keeps(self, update: Update) -> bool:
         """Whether an update goes in the inbox: those the bot answers in a chat.

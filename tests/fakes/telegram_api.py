@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # what the cloud Bot API lets bots download with getFile
@@ -236,6 +237,9 @@ class FakeTelegram:
         self._closing = False
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.webhook: Json | None = None  # setWebhook's url and secret_token while one is set
+        self.deliveries: list[tuple[int, int]] = []  # (update_id, HTTP status) of every webhook post
+        self._delivery: asyncio.Task[None] | None = None
 
     # lifecycle
 
@@ -254,6 +258,9 @@ class FakeTelegram:
     async def stop(self) -> None:
         """Wake any long poll and shut the server down."""
         self._closing = True
+        if self._delivery is not None:
+            self._delivery.cancel()
+            await asyncio.gather(self._delivery, return_exceptions=True)
         for hold in self._holds:
             hold.release.set()
         async with self._changed:
@@ -483,7 +490,40 @@ class FakeTelegram:
         return self.bot
 
     async def _api_deleteWebhook(self, params: Json, files: dict[str, Upload]) -> bool:
+        self.webhook = None
         return True
+
+    async def _api_setWebhook(self, params: Json, files: dict[str, Upload]) -> bool:
+        self.webhook = {"url": params["url"], "secret_token": params.get("secret_token", "")}
+        if self._delivery is None or self._delivery.done():
+            self._delivery = asyncio.create_task(self._deliver_webhooks())
+        await self._notify()
+        return True
+
+    async def _deliver_webhooks(self) -> None:
+        """Post queued updates to the webhook in order, each until it gets a 2xx, as Telegram does."""
+        async with aiohttp.ClientSession() as session:
+            while not self._closing:
+                async with self._changed:
+                    while not (self._updates and self.webhook) and not self._closing:
+                        await self._changed.wait()
+                if self._closing:
+                    return
+                hook, update = self.webhook, self._updates[0]
+                assert hook is not None
+                headers = {"X-Telegram-Bot-Api-Secret-Token": hook["secret_token"]} if hook["secret_token"] else {}
+                try:
+                    async with session.post(hook["url"], json=update, headers=headers) as response:
+                        status = response.status
+                except aiohttp.ClientError:
+                    status = 0  # nobody listening
+                self.deliveries.append((update["update_id"], status))
+                if 200 <= status < 300:
+                    self._updates.pop(0)
+                    self.confirmed = max(self.confirmed, update["update_id"] + 1)
+                await self._notify()
+                if not 200 <= status < 300:
+                    await asyncio.sleep(0.05)
 
     async def _api_setMyCommands(self, params: Json, files: dict[str, Upload]) -> bool:
         return True
@@ -495,6 +535,8 @@ class FakeTelegram:
         return []
 
     async def _api_getUpdates(self, params: Json, files: dict[str, Upload]) -> list[Json]:
+        if self.webhook is not None:
+            raise _ApiError(409, "Conflict: can't use getUpdates method while webhook is active")
         offset = int(params.get("offset", 0) or 0)
         limit = int(params.get("limit", 100) or 100)
         wait = float(params.get("timeout", 0) or 0)
