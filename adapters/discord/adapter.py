@@ -43,6 +43,7 @@ from adapters.discord.translate import (
     wants_message,
 )
 from core.command_table import Platform, Style, entries, entry
+from core.config import ConfigError
 from core.errors import UserError
 from core.messages import Command, Door, Inbox, Reply, ReplyKind, Request
 
@@ -85,12 +86,12 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=BUTTON_ID
 class ShiraClient(discord.Client):
     """A discord.Client that knows its adapter and routes events to it."""
 
-    def __init__(self, adapter: DiscordAdapter) -> None:
+    def __init__(self, adapter: DiscordAdapter, **shards: Any) -> None:
         intents = discord.Intents.none()
         intents.guilds = True
         intents.guild_messages = True
         intents.dm_messages = True  # no message-content intent: mentions and DMs still carry attachments
-        super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none())
+        super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none(), **shards)
         self.adapter = adapter
         self.tree = app_commands.CommandTree(
             self,
@@ -122,6 +123,24 @@ class ShiraClient(discord.Client):
     async def on_disconnect(self) -> None:
         """The gateway connection was lost; discord.py reconnects by itself unless the close was final."""
         self.adapter.connected(False)
+
+
+class ShardedShiraClient(ShiraClient, discord.AutoShardedClient):
+    """A ShiraClient that runs some of the bot's shards: Discord sends each shard only its own guilds' events."""
+
+
+def new_client(adapter: DiscordAdapter) -> ShiraClient:
+    """The client the config asks for: one unsharded connection, or the configured shards."""
+    config = adapter.config
+    if not config.shard_count:
+        if config.shard_ids:
+            raise ConfigError("[discord] shard_ids needs shard_count (the bot's total number of shards)")
+        return ShiraClient(adapter)
+    wrong = [i for i in config.shard_ids if i >= config.shard_count]
+    if wrong:
+        raise ConfigError(f"[discord] shard_ids must each be below shard_count {config.shard_count} (got {wrong})")
+    ids = list(config.shard_ids) or None
+    return ShardedShiraClient(adapter, shard_ids=ids, shard_count=config.shard_count)
 
 
 def author_of(user: discord.abc.User, guild_id: int | None, permissions: int) -> Author:
@@ -172,7 +191,7 @@ class DiscordAdapter:
         self.inbox = inbox
         self._global_space = global_space
         self.ready_timeout = ready_timeout
-        self.client = ShiraClient(self)
+        self.client = new_client(self)
         self._connect_task: asyncio.Task[None] | None = None
         self._saved_endpoints = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
         self._work: set[asyncio.Task[Any]] = set()  # interactions and messages being answered
@@ -242,7 +261,7 @@ class DiscordAdapter:
             return
         log.warning("Discord: connecting to the gateway again (%s)", self.problem())
         if self.client.is_closed():
-            self.client = ShiraClient(self)
+            self.client = new_client(self)
             self._register_commands()
             await self.client.login(self.config.token)
         elif self.client.ws is not None:  # the task was cancelled under it: close the old socket and its heartbeat

@@ -31,3 +31,5 @@ class DiscordConfig:
     admin_role: Str = ""  # members with this role (name or id) may change library settings, as Manage Server may
     global_library: Bool = False
     watch_channels: tuple[Count, ...] = ()  # empty: every channel, on mention
+    shard_count: Limit = 0  # 0: one gateway connection; else the bot's total shards, split across processes
+    shard_ids: tuple[Limit, ...] = ()  # the shards this process runs (each < shard_count); empty: all of them

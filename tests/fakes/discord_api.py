@@ -78,6 +78,7 @@ class FakeDiscord:
         self._held_downloads: dict[str, asyncio.Event] = {}  # attachment file name -> released when set
         self._observers: list[Callable[[Call], None]] = []
         self._sockets: set[web.WebSocketResponse] = set()
+        self._shards: dict[web.WebSocketResponse, tuple[int, int]] = {}  # socket -> its IDENTIFY's [id, count]
         self._refuse_code: int | None = None  # close every new gateway connection with this code
         self._seq = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -200,11 +201,18 @@ class FakeDiscord:
         return len(self._sockets)
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send a DISPATCH event to every connected gateway socket."""
-        if not self._sockets:
+        """Send a DISPATCH event to every connected gateway socket whose shard owns the event's guild (DMs: shard 0)."""
+        guild = int(data.get("guild_id") or 0)
+        sockets = [ws for ws in self._sockets if self._owns(ws, guild)]
+        if not sockets:
             raise RuntimeError("no gateway connection to dispatch to")
-        for ws in list(self._sockets):
+        for ws in sockets:
             await ws.send_str(json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data}))
+
+    def _owns(self, ws: web.WebSocketResponse, guild_id: int) -> bool:
+        """Discord's rule: shard (guild_id >> 22) % shard_count receives a guild's events."""
+        shard_id, count = self._shards.get(ws, (0, 1))
+        return (guild_id >> 22) % count == shard_id
 
     def find(self, method: str, path_regex: str, status: int | None = None) -> list[Call]:
         """Recorded calls whose method matches and whose path matches the regex (fullmatch)."""
@@ -446,6 +454,7 @@ class FakeDiscord:
                 await self._on_gateway_message(ws, json.loads(msg.data))
         finally:
             self._sockets.discard(ws)
+            self._shards.pop(ws, None)
         return ws
 
     async def _on_gateway_message(self, ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:
@@ -457,6 +466,8 @@ class FakeDiscord:
             if msg["d"].get("token") != self.token:
                 await ws.close(code=4004, message=b"Authentication failed.")
                 return
+            shard_id, count = msg["d"].get("shard") or (0, 1)
+            self._shards[ws] = (int(shard_id), int(count))
             await self._send_ready(ws)
             async with self._changed:
                 self._changed.notify_all()
@@ -464,16 +475,19 @@ class FakeDiscord:
             await ws.send_json({"op": 0, "t": "RESUMED", "s": next(self._seq), "d": {}})
 
     async def _send_ready(self, ws: web.WebSocketResponse) -> None:
+        owned = self._owns(ws, self.guild_id)
         ready = {
             "v": 10,
             "user": self.bot_user,
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}] if owned else [],
+            "shard": list(self._shards.get(ws, (0, 1))),
             "session_id": "fake-session",
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.app_id), "flags": 0},
         }
         await ws.send_json({"op": 0, "t": "READY", "s": next(self._seq), "d": ready})
-        await ws.send_json({"op": 0, "t": "GUILD_CREATE", "s": next(self._seq), "d": self._guild()})
+        if owned:
+            await ws.send_json({"op": 0, "t": "GUILD_CREATE", "s": next(self._seq), "d": self._guild()})
         self.identified.set()
 
     def new_guild(self) -> tuple[dict[str, Any], int]:
