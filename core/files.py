@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
+import socket
 import stat
+import time
 import unicodedata
 from pathlib import Path
 
@@ -14,6 +17,8 @@ from core.errors import BadAudio
 from core.messages import AudioRef
 
 _EXT = re.compile(r"^\.[a-z0-9]{1,8}$")
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"  # names this machine's part files
+PART_MAX_AGE = 3600.0  # seconds; another host's part file untouched this long is a dead writer's
 
 # The one list of file name endings shira treats as sound (audio formats and the video containers it reads).
 AUDIO_SUFFIXES = frozenset(
@@ -99,11 +104,24 @@ class FileStore:
         self.sweep_parts()
 
     def sweep_parts(self) -> int:
-        """Delete half-written files left by a process that was killed mid-write; returns how many."""
+        """Delete half-written files left by a writer that was killed mid-write; returns how many.
+
+        The directory may be shared by several machines: a writer on this host is known dead when its pid is gone;
+        one on another host, when its part file has not changed for PART_MAX_AGE.
+        """
         removed = 0
+        now = time.time()
         for part in self.root.glob("??/.*.part"):
-            pid = part.name[: -len(".part")].rpartition(".")[2]
-            if pid.isdigit() and not _alive(int(pid)):
+            pid, _, host = part.name[: -len(".part")].rpartition(".")[2].partition("@")
+            if not pid.isdigit():
+                continue
+            dead = False
+            if host in ("", HOST):
+                dead = not _alive(int(pid))
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    dead = now - part.stat().st_mtime > PART_MAX_AGE
+            if dead:
                 part.unlink(missing_ok=True)
                 removed += 1
         return removed
@@ -128,8 +146,8 @@ class FileStore:
             return existing
         path.parent.mkdir(parents=True, exist_ok=True)
         # unique per writer, so two concurrent puts of one file never share a half-written tmp;
-        # the pid comes last so sweep_parts can tell whether the writer is still alive
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.{os.getpid()}.part")
+        # pid@host comes last so sweep_parts can tell whether the writer is still alive
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.{os.getpid()}@{HOST}.part")
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()

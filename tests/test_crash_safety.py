@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from core.files import FileStore
+from core.files import HOST, PART_MAX_AGE, FileStore
 from tests.crash_harness import Lane, make_sounds, write_config
 from tests.forkserver import ForkServer
 
@@ -72,7 +73,14 @@ def test_half_written_files_of_dead_writers_are_swept(tmp_path: Path) -> None:
     (root / "ab").mkdir(parents=True)
     orphan = root / "ab" / f".{'ab' * 32}.wav.1a2b3c4d.{int(dead.stdout)}.part"
     live = root / "ab" / f".{'ab' * 32}.wav.5e6f7a8b.{os.getpid()}.part"
-    for part in (orphan, live):
+    here = root / "ab" / f".{'ab' * 32}.wav.0a0b0c0d.{int(dead.stdout)}@{HOST}.part"
+    # A shared directory: another machine's pids mean nothing here, so only an old part file of it is dead.
+    elsewhere_fresh = root / "ab" / f".{'ab' * 32}.wav.1c1d1e1f.{int(dead.stdout)}@other-host.part"
+    elsewhere_stale = root / "ab" / f".{'ab' * 32}.wav.2c2d2e2f.{os.getpid()}@other-host.part"
+    for part in (orphan, live, here, elsewhere_fresh, elsewhere_stale):
         part.write_bytes(b"half")
+    old = time.time() - PART_MAX_AGE - 60
+    os.utime(elsewhere_stale, (old, old))
     FileStore(root)
-    assert not orphan.exists() and live.exists()
+    assert not orphan.exists() and live.exists() and not here.exists()
+    assert elsewhere_fresh.exists() and not elsewhere_stale.exists()
