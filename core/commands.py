@@ -23,7 +23,7 @@ from core.jobs import Priority
 from core.library import Library
 from core.messages import Added, AudioFile, AudioRef, Command, Hit, Reply, ReplyKind, Request, SpaceStats
 from core.metrics import Metrics, NoMetrics
-from core.ratelimit import RateLimiter, cost
+from core.ratelimit import LocalRateLimits, RateLimits, cost
 from core.search import Searcher
 from core.store import SampleRow, SavedQuery, Store
 
@@ -50,6 +50,7 @@ class Commands:
         analyser: Analyser,
         budget: Budget | None = None,
         metrics: Metrics | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
         self.config = config
         self.budget = budget or Budget(config.limits.max_bytes_in_flight)
@@ -60,8 +61,9 @@ class Commands:
         self.searcher = searcher
         self.ingest = ingest
         self.analyser = analyser
-        self.limiter = RateLimiter(config.limits.requests_per_minute)
-        self.library_limiter = RateLimiter(config.limits.library_requests_per_minute)
+        self.limits = limits or LocalRateLimits(
+            config.limits.requests_per_minute, config.limits.library_requests_per_minute
+        )
         self._queries: OrderedDict[str, SavedQuery] = OrderedDict()
         self._handlers: dict[Command, Callable[[Request], Awaitable[Reply]]] = {
             Command.SEARCH: self._on_search,
@@ -96,7 +98,7 @@ class Commands:
         deadline = asyncio.timeout(limits.bulk_request_seconds if long else limits.request_seconds)
         try:
             if request.platform != OPERATOR:
-                self._charge(request)
+                await self._charge(request)
             async with deadline:
                 return await self._handlers[request.command](request), "ok"
         except RateLimited as exc:
@@ -121,17 +123,15 @@ class Commands:
 
     # ----------------------------------------------------------------- pieces
 
-    def _charge(self, request: Request) -> None:
+    async def _charge(self, request: Request) -> None:
         """Spend the request's cost from its user's and its library's budgets, or say when to try again."""
-        weight = cost(request)
-        mine = self.limiter.wait(request.user, weight)
-        if mine > 0:
-            raise RateLimited(f"You're sending requests too quickly; try again in {_seconds(mine)}.")
-        ours = self.library_limiter.wait(request.space, weight)
-        if ours > 0:
-            raise RateLimited(f"This library is very busy right now; try again in {_seconds(ours)}.")
-        self.limiter.spend(request.user, weight)
-        self.library_limiter.spend(request.space, weight)
+        full = await self.limits.charge(request.user, request.space, cost(request))
+        if full is None:
+            return
+        which, wait = full
+        if which == "user":
+            raise RateLimited(f"You're sending requests too quickly; try again in {_seconds(wait)}.")
+        raise RateLimited(f"This library is very busy right now; try again in {_seconds(wait)}.")
 
     def _spaces(self, request: Request) -> tuple[str, ...]:
         return tuple(dict.fromkeys((request.space, *request.extra_spaces)))

@@ -6,6 +6,7 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping
+from typing import Protocol
 
 from core.messages import Command, Request
 
@@ -90,3 +91,29 @@ class RateLimiter:
             return False
         self.spend(key, weight, now)
         return True
+
+
+class RateLimits(Protocol):
+    """The per-user and per-library windows a request is charged to: in this process, or shared (Redis)."""
+
+    async def charge(self, user: str, space: str, weight: int) -> tuple[str, float] | None:
+        """Spend weight from both windows, or return which one is full ("user" or "library") and the wait in s."""
+        ...
+
+
+class LocalRateLimits:
+    """Both windows in this process's memory: the embedded default."""
+
+    def __init__(self, per_user: int, per_library: int) -> None:
+        self.user = RateLimiter(per_user)
+        self.library = RateLimiter(per_library)
+
+    async def charge(self, user: str, space: str, weight: int) -> tuple[str, float] | None:
+        """Spend weight from both windows, or return which one is full ("user" or "library") and the wait in s."""
+        for which, limiter, key in (("user", self.user, user), ("library", self.library, space)):
+            wait = limiter.wait(key, weight)
+            if wait > 0:
+                return which, wait
+        self.user.spend(user, weight)
+        self.library.spend(space, weight)
+        return None
