@@ -23,7 +23,7 @@ from core.jobs import Priority
 from core.library import Library
 from core.messages import Added, AudioFile, AudioRef, Command, Hit, Reply, ReplyKind, Request, SpaceStats
 from core.metrics import Metrics, NoMetrics
-from core.ratelimit import RateLimiter, cost
+from core.ratelimit import RateLimiter, cost, timeline_cost
 from core.search import Searcher
 from core.store import SampleRow, SavedQuery, Store
 
@@ -125,6 +125,11 @@ class Commands:
         """Spend the request's cost from its user's and its library's budgets, or say when to try again."""
         weight = cost(request)
         mine = self.limiter.wait(request.user, weight)
+        if mine > 0 and request.command is Command.TIMELINE:
+            raise RateLimited(
+                f"A timeline costs a request per minute of audio, and you've used your share for now; "
+                f"try again in {_seconds(mine)}."
+            )
         if mine > 0:
             raise RateLimited(f"You're sending requests too quickly; try again in {_seconds(mine)}.")
         ours = self.library_limiter.wait(request.space, weight)
@@ -390,7 +395,12 @@ class Commands:
         data = await self._fetch(ref, self.analyser.limits)
         labels = [" ".join(part.split()) for part in request.text.split(",") if part.strip()][:MAX_TIMELINE_LABELS]
         labels = labels or await self.store.space_labels(request.space) or await self.encoder.vocabulary()
-        return replies.timeline(await self.analyser.timeline(data, labels, request.progress))
+        timeline = await self.analyser.timeline(data, labels, request.progress)
+        if request.platform != OPERATOR:  # charged up front by the declared length (or size): settle to the real one
+            delta = timeline_cost(timeline.duration) - cost(request)
+            self.limiter.adjust(request.user, delta)
+            self.library_limiter.adjust(request.space, delta)
+        return replies.timeline(timeline)
 
     async def _on_labels(self, request: Request) -> Reply:
         action, _, label = request.text.strip().partition(" ")
