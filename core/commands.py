@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from core import replies
-from core.analyse import Analyser
+from core.analyse import BATCH_SECONDS, CHUNK_SECONDS, Analyser
 from core.audio import Audio, Limits, check_declared
 from core.budget import Budget, Lease, decoded_bytes, download_bytes
 from core.config import Config
@@ -392,10 +392,17 @@ class Commands:
     async def _on_timeline(self, request: Request) -> Reply:
         ref = self._one_audio(request, "make a timeline of")
         self.encoder.check_room()
-        data = await self._fetch(ref, self.analyser.limits)
-        labels = [" ".join(part.split()) for part in request.text.split(",") if part.strip()][:MAX_TIMELINE_LABELS]
-        labels = labels or await self.store.space_labels(request.space) or await self.encoder.vocabulary()
-        timeline = await self.analyser.timeline(data, labels, request.progress)
+        limits = self.analyser.limits
+        decoded = decoded_bytes(2 * CHUNK_SECONDS + BATCH_SECONDS)  # streamed: a chunk, its copy, a batch of windows
+        lease = await self._lease(ref, limits, decoded)
+        try:
+            data = await self._fetch(ref, limits)
+            lease.resize(len(data) + decoded)
+            labels = [" ".join(part.split()) for part in request.text.split(",") if part.strip()][:MAX_TIMELINE_LABELS]
+            labels = labels or await self.store.space_labels(request.space) or await self.encoder.vocabulary()
+            timeline = await self.analyser.timeline(data, labels, request.progress)
+        finally:
+            lease.release()
         if request.platform != OPERATOR:  # charged up front by the declared length (or size): settle to the real one
             delta = timeline_cost(timeline.duration) - cost(request)
             self.limiter.adjust(request.user, delta)
