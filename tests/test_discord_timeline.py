@@ -187,6 +187,26 @@ async def test_a_timeline_spends_the_budget_by_its_length(world: World) -> None:
     assert "A timeline costs a request per minute of audio" in error_text(fake, refused)
 
 
+async def test_an_answer_that_outlives_its_token_is_posted_in_the_channel(world: World) -> None:
+    fake, gil = world.fake, user(world, "gil")
+    file = fake.add_attachment("late.mp4", world.mp4, "video/mp4")
+    interaction = fake.slash("timeline", gil, attachments={"file": file})
+
+    def lapse(call: Call) -> None:  # the token lapses at the first progress edit: a very long recording
+        if call.method == "PATCH" and interaction["token"] in call.path:
+            fake.expire(interaction)
+
+    fake.observe(lapse)
+    posts = rf"/channels/{fake.channel_id}/messages"
+    before = len(fake.find("POST", posts))
+    await fake.dispatch("INTERACTION_CREATE", interaction)
+    (posted,) = (await fake.wait_for("POST", posts, count=before + 1, timeout=120))[before:]
+    assert [c.status for c in patches(fake, interaction)] == []  # every edit was refused: 401
+    assert posted.body["content"] == f"<@{gil['id']}>"  # named, and not pinged (no allowed mentions)
+    assert posted.body["allowed_mentions"]["parse"] == []
+    check_answer(posted, "late")
+
+
 async def test_a_timeline_left_by_a_restart_is_answered_with_progress(world: World) -> None:
     fake, ann = world.fake, user(world, "fay")
     release = fake.hold_download("kept.mp4")

@@ -59,6 +59,7 @@ ORIGINAL: Final[Any] = "@original"  # Discord's name for an interaction's first 
 JOURNAL_WAIT = 1.0  # seconds the journal may take before the defer goes ahead anyway: Discord wants it within 3 s
 TOKEN_SECONDS = 14 * 60.0  # an interaction token lasts 15 minutes; a replay leaves itself one to answer
 MESSAGE_SECONDS = 24 * 3600.0  # a message's attachment links are signed for about a day
+INVALID_TOKEN = 50027  # Discord's code for an expired or unknown interaction token
 PROGRESS_SECONDS = 5.0  # a timeline's progress edits its answer at most this often (webhooks take 5 per 5 s)
 
 
@@ -438,6 +439,7 @@ class DiscordAdapter:
             application_id=interaction.application_id,
             token=interaction.token,
             ephemeral=ephemeral,
+            channel_id=interaction.channel_id or 0,  # where to post an answer that outlives the token
             **what,
         )
         key = str(interaction.id)
@@ -480,9 +482,27 @@ class DiscordAdapter:
                 await self._edit_answer(taken, rendered)
             else:
                 await self._reply_to(taken, rendered)
-        except discord.HTTPException:
-            log.exception("could not answer Discord %s %s", "interaction" if taken.is_interaction else "message", key)
+        except discord.HTTPException as exc:
+            expired = taken.is_interaction and exc.code == INVALID_TOKEN
+            if not (expired and await self._post_instead(taken, rendered)):
+                what = "interaction" if taken.is_interaction else "message"
+                log.exception("could not answer Discord %s %s", what, key)
         await self._done(key)
+
+    async def _post_instead(self, taken: Taken, rendered: Rendered) -> bool:
+        """Post in the channel an answer that outlived its interaction's 15-minute token (a long timeline's), naming
+        the asker; False for an error, which is for the asker alone, or when there is no channel to post in."""
+        if rendered.ephemeral or not taken.channel_id:
+            return False
+        log.info("Discord: an answer outlived its interaction token; posting it in channel %s", taken.channel_id)
+        content = f"<@{taken.author.user_id}> {rendered.content}".strip()[:2000]
+        kwargs = self._message_kwargs(rendered) | {"content": content}
+        channel = self.client.get_partial_messageable(taken.channel_id)
+        try:
+            await channel.send(**kwargs, files=self._files(rendered))
+        except discord.HTTPException:
+            log.exception("could not post a late answer in Discord channel %s", taken.channel_id)
+        return True
 
     def _webhook(self, taken: Taken) -> discord.Webhook:
         """The interaction's webhook, as discord.py builds it for follow-ups, from the kept application and token."""
