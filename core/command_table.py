@@ -131,7 +131,15 @@ TABLE: tuple[Entry, ...] = (
         "timeline",
         Command.TIMELINE,
         "Which sounds occur when in a long recording: a chart and subtitles",
-        {C: "PATH [label, label…]"},
+        {C: "PATH [label, label…]", T: "[label, label…]", D: "file [labels]"},
+        hint={
+            T: "as the caption of an audio file, a video or a voice note, or in reply to one",
+            D: "on an audio file or a video; labels such as 'dog, siren' choose what to listen for",
+        },
+        options=(
+            Option("file", "A long recording or a video"),
+            Option("labels", "What to listen for, comma-separated, e.g. 'dog, siren'", required=False),
+        ),
     ),
     Entry("play", Command.PLAY, "Send sound n to listen to", {C: "<n>", T: "<n>"}),
     Entry("more", Command.MORE, "More sounds like sound n", {C: "<n>", T: "<n>"}),

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from core import replies
-from core.analyse import Analyser
+from core.analyse import BATCH_SECONDS, CHUNK_SECONDS, Analyser
 from core.audio import Audio, Limits, check_declared
 from core.budget import Budget, Lease, decoded_bytes, download_bytes
 from core.config import Config
@@ -23,7 +23,7 @@ from core.jobs import Priority
 from core.library import Library
 from core.messages import Added, AudioFile, AudioRef, Command, Hit, Reply, ReplyKind, Request, SpaceStats
 from core.metrics import Metrics, NoMetrics
-from core.ratelimit import LocalRateLimits, RateLimits, cost
+from core.ratelimit import LocalRateLimits, RateLimits, cost, timeline_cost
 from core.search import Searcher
 from core.store import SampleRow, SavedQuery, Store
 
@@ -129,6 +129,11 @@ class Commands:
         if full is None:
             return
         which, wait = full
+        if which == "user" and request.command is Command.TIMELINE:
+            raise RateLimited(
+                f"A timeline costs a request per minute of audio, and you've used your share for now; "
+                f"try again in {_seconds(wait)}."
+            )
         if which == "user":
             raise RateLimited(f"You're sending requests too quickly; try again in {_seconds(wait)}.")
         raise RateLimited(f"This library is very busy right now; try again in {_seconds(wait)}.")
@@ -387,10 +392,21 @@ class Commands:
     async def _on_timeline(self, request: Request) -> Reply:
         ref = self._one_audio(request, "make a timeline of")
         self.encoder.check_room()
-        data = await self._fetch(ref, self.analyser.limits)
-        labels = [" ".join(part.split()) for part in request.text.split(",") if part.strip()][:MAX_TIMELINE_LABELS]
-        labels = labels or await self.store.space_labels(request.space) or await self.encoder.vocabulary()
-        return replies.timeline(await self.analyser.timeline(data, labels, request.progress))
+        limits = self.analyser.limits
+        decoded = decoded_bytes(2 * CHUNK_SECONDS + BATCH_SECONDS)  # streamed: a chunk, its copy, a batch of windows
+        lease = await self._lease(ref, limits, decoded)
+        try:
+            data = await self._fetch(ref, limits)
+            lease.resize(len(data) + decoded)
+            labels = [" ".join(part.split()) for part in request.text.split(",") if part.strip()][:MAX_TIMELINE_LABELS]
+            labels = labels or await self.store.space_labels(request.space) or await self.encoder.vocabulary()
+            timeline = await self.analyser.timeline(data, labels, request.progress)
+        finally:
+            lease.release()
+        if request.platform != OPERATOR:  # charged up front by the declared length (or size): settle to the real one
+            delta = timeline_cost(timeline.duration) - cost(request)
+            await self.limits.adjust(request.user, request.space, delta)
+        return replies.timeline(timeline)
 
     async def _on_labels(self, request: Request) -> Reply:
         action, _, label = request.text.strip().partition(" ")

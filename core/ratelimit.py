@@ -1,4 +1,5 @@
-"""Rate limits by cost: model work weighs a unit, paging, playing and looking things up a tenth, help nothing."""
+"""Rate limits by cost: model work weighs a unit, paging, playing and looking things up a tenth, help nothing;
+a timeline a unit per minute of audio."""
 
 from __future__ import annotations
 
@@ -30,8 +31,12 @@ COSTS: Mapping[Command, int] = {
     Command.REMEMBER: 0,
     Command.MOVE: 0,
     Command.SPACES: 0,
+    Command.TIMELINE: 10,  # a unit per started minute of audio: declared, else guessed from the size, then settled
 }
 MAX_ADD_COST = 10 * TENTHS
+# With no declared duration, a timeline is charged as if its file held this many bytes a minute (about 140 kbit/s,
+# compressed audio or a small video); once decoded, the charge is settled to the real length (commands.py).
+TIMELINE_BYTES_PER_MINUTE = 1024 * 1024
 
 
 def cost(request: Request) -> int:
@@ -42,7 +47,18 @@ def cost(request: Request) -> int:
     if request.command is Command.ADD and request.audio and request.audio[0].duration:
         extra = math.ceil(request.audio[0].duration / 60.0) - 1
         return min(MAX_ADD_COST, base + max(0, extra) * TENTHS)
+    if request.command is Command.TIMELINE and request.audio:
+        ref = request.audio[0]
+        if ref.duration is not None:
+            return timeline_cost(ref.duration)
+        if ref.size is not None:
+            return timeline_cost(60.0 * ref.size / TIMELINE_BYTES_PER_MINUTE)
     return base
+
+
+def timeline_cost(seconds: float) -> int:
+    """What a timeline of this many seconds of audio weighs: a unit per started minute."""
+    return max(1, math.ceil(seconds / 60.0 - 1e-9)) * TENTHS
 
 
 class RateLimiter:
@@ -84,6 +100,21 @@ class RateLimiter:
         now = time.monotonic() if now is None else now
         self._window(key, now).append((now, weight))
 
+    def adjust(self, key: str, delta: int, now: float | None = None) -> None:
+        """Settle an earlier charge: spend delta more, or give back -delta from the latest spends."""
+        if delta >= 0:
+            self.spend(key, delta, now)
+            return
+        if self.budget <= 0:
+            return
+        spent = self._window(key, time.monotonic() if now is None else now)
+        owed = -delta
+        while owed > 0 and spent:
+            at, weight = spent.pop()
+            if weight > owed:
+                spent.append((at, weight - owed))
+            owed -= weight
+
     def allow(self, key: str, weight: int = TENTHS, now: float | None = None) -> bool:
         """Record the request if it fits; False if the key is over its budget."""
         now = time.monotonic() if now is None else now
@@ -98,6 +129,10 @@ class RateLimits(Protocol):
 
     async def charge(self, user: str, space: str, weight: int) -> tuple[str, float] | None:
         """Spend weight from both windows, or return which one is full ("user" or "library") and the wait in s."""
+        ...
+
+    async def adjust(self, user: str, space: str, delta: int) -> None:
+        """Settle an earlier charge in both windows: spend delta more, or give back -delta."""
         ...
 
 
@@ -117,3 +152,8 @@ class LocalRateLimits:
         self.user.spend(user, weight)
         self.library.spend(space, weight)
         return None
+
+    async def adjust(self, user: str, space: str, delta: int) -> None:
+        """Settle an earlier charge in both windows: spend delta more, or give back -delta."""
+        self.user.adjust(user, delta)
+        self.library.adjust(space, delta)

@@ -242,7 +242,7 @@ async def test_commands_are_synced_to_the_dev_guild_after_a_429(world: World) ->
     assert fake.find("PUT", rf"/applications/{fake.app_id}/commands") == []
     (synced,) = fake.find("PUT", path, status=200)
     by_name = {cmd["name"]: cmd for cmd in synced.body}
-    slash_names = ("search", "add", "similar", "remove", "labels", "stats", "help")
+    slash_names = ("search", "add", "similar", "timeline", "remove", "labels", "stats", "help")
     assert set(by_name) == {*slash_names, IDENTIFY_MENU}
     assert by_name[IDENTIFY_MENU]["type"] == 3
     assert all(by_name[name]["type"] == 1 for name in slash_names)

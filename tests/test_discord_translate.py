@@ -39,7 +39,7 @@ from adapters.discord.translate import (
     user_of,
     wants_message,
 )
-from core.messages import Added, AudioFile, Command, Hit, Label, Reply, ReplyKind, SpaceStats
+from core.messages import Added, AudioFile, Command, Hit, Label, Reply, ReplyKind, SpaceStats, Timeline
 
 GUILD = 42
 MEMBER = Author(user_id=7, name="Ann", guild_id=GUILD, permissions=0, role_ids=(900,), role_names=("Sound Adders",))
@@ -366,3 +366,41 @@ def test_what_the_inbox_keeps_rebuilds_the_same_request_and_hides_the_token() ->
     assert paged is not None and (paged.command, paged.text, paged.page) == (Command.PAGE, "abc123", 2)
     voice = Taken(MESSAGE, MEMBER, 1, attachments=(clip,), channel_id=5, message_id=6)
     assert not voice.is_interaction and Taken.from_json(voice.to_json()).request(fetch) is not None
+
+
+def timeline_reply(srt: str = "1\n00:00:01,000 --> 00:00:04,000\ndog\n") -> Reply:
+    """A timeline the way the core answers it (its text from core.replies)."""
+    from core.replies import timeline
+    from core.timeline import Event
+
+    events = (Event("dog", 1.0, 4.0, 0.9), Event("*siren*", 70.0, 75.0, 0.8))
+    return timeline(Timeline(185.0, events, "dog at 0:01–0:04; *siren* at 1:10–1:15", b"\x89PNG fake", srt, "WEBVTT"))
+
+
+def test_timeline_slash_request_and_its_journal() -> None:
+    clip = Attachment("walk.mp4", "https://cdn.example/a/1/walk.mp4", 5_000_000, "video/mp4")
+    assert is_audio(clip) and is_audio(Attachment("walk.webm", "u", 1)) and is_audio(Attachment("w.mkv", "u", 1))
+    taken = Taken(SLASH, MEMBER, 10 * 1024 * 1024, name="timeline", options={"labels": " dog,  siren "},
+                  attachments=(clip,), application_id=11, token="t")  # fmt: skip
+    request = Taken.from_json(json.loads(json.dumps(taken.to_json()))).request(lambda url: asyncio.sleep(0, b""))
+    assert request is not None and (request.command, request.text) == (Command.TIMELINE, "dog, siren")
+    assert request.audio[0].size == 5_000_000 and request.audio[0].duration is None  # Discord says no length
+    bare = slash_request("timeline", {"file": clip}, MEMBER, lambda url: asyncio.sleep(0, b""))
+    assert bare.command is Command.TIMELINE and bare.text == ""
+
+
+def test_timeline_renders_summary_events_chart_and_subtitles() -> None:
+    rendered = render(timeline_reply(), "My walk (1).mp4", 10 * 1024 * 1024)
+    assert [name for name, _ in rendered.files] == ["My_walk_1.png", "My_walk_1.srt"]
+    assert rendered.files[0][1].startswith(b"\x89PNG") and rendered.files[1][1].startswith(b"1\n00:00:01,000")
+    embed = rendered.embed
+    assert embed is not None and embed["title"] == "Timeline of 3:05"
+    assert embed["image"] == {"url": "attachment://My_walk_1.png"}
+    assert embed["description"].startswith("Dog at 0:01–0:04; \\*siren\\* at 1:10–1:15.")  # escaped, capitalised
+    assert "1:10–1:15  \\*siren\\* \\(80%\\)" in embed["description"] and not rendered.ephemeral
+    # Within the upload limit, the chart goes first; subtitles that don't fit are left out and the footer says so.
+    tight = render(timeline_reply("x" * 5000), "walk.mp4", 1000)
+    assert [name for name, _ in tight.files] == ["walk.png"]
+    assert tight.embed is not None and "too large" in tight.embed["footer"]["text"]
+    nothing = render(timeline_reply(), "walk.mp4", 5)
+    assert nothing.files == () and nothing.embed is not None and "image" not in nothing.embed

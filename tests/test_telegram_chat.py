@@ -23,7 +23,8 @@ from core.messages import Command, Request
 from tests.conftest import make_config
 from tests.fakes.telegram_api import Call, FakeTelegram, group_chat, private_chat, user
 from tests.support.sounds import chirp, encode, noise, tone
-from tests.test_telegram_e2e import Running, answer, bot_message, keyboard, remembered, voice_of
+from tests.support.telegram_bot import Running, running_bot
+from tests.test_telegram_e2e import answer, bot_message, keyboard, remembered, voice_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -42,35 +43,12 @@ def sounds(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     return [encode(c, d / f"s{i}.ogg", "ogg").read_bytes() for i, c in enumerate(clips)]
 
 
-async def _serve(
-    fake: FakeTelegram, data_dir: Path, model_dir: Path, ready: asyncio.Future[Running], stop: asyncio.Event
-) -> None:
-    config = make_config(data_dir, model_dir, search={"k": 2}, limits={"labels_per_library": LABEL_CAP})
-    telegram = TelegramConfig(enabled=True, token=fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url)
-    try:
-        async with Engine.open(config) as engine:
-            adapter = TelegramAdapter(engine, telegram, poll_timeout=5)  # Telegram's own 20 messages a minute
-            await adapter.start()
-            try:
-                ready.set_result(Running(fake, engine, adapter))
-                await stop.wait()
-            finally:
-                await adapter.stop()
-    except BaseException as exc:
-        if not ready.done():
-            ready.set_exception(exc)
-        raise
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def bot(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> AsyncIterator[Running]:
-    async with FakeTelegram() as fake:
-        ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
-        stop = asyncio.Event()
-        task = asyncio.create_task(_serve(fake, tmp_path_factory.mktemp("tg-chat"), tiny_model_dir, ready, stop))
-        yield await asyncio.wait_for(ready, 120)
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    data = tmp_path_factory.mktemp("tg-chat")
+    config = make_config(data, tiny_model_dir, search={"k": 2}, limits={"labels_per_library": LABEL_CAP})
+    async with FakeTelegram() as fake, running_bot(fake, config, poll_timeout=5) as on:  # Telegram's own 20 a minute
+        yield on
 
 
 def text_of(call: Call) -> str:

@@ -30,6 +30,7 @@ from core.messages import Command, Reply, ReplyKind, Request
 from tests.conftest import make_config
 from tests.fakes.telegram_api import Call, FakeTelegram, StoredFile, group_chat, make_message, private_chat, user
 from tests.support.sounds import chirp, encode, noise, tone
+from tests.support.telegram_bot import Running, running_bot
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -40,15 +41,6 @@ BOB = user(102, "Bob", "bob")
 CAROL = user(103, "Carol")
 LIBRARY_GROUP = group_chat(-100501, "Field recordings")
 RATE_LIMIT = 12  # requests per user per minute in this module's engine
-
-
-@dataclass
-class Running:
-    """The bot as `shira run` would have it: an open engine and a started adapter."""
-
-    fake: FakeTelegram
-    engine: Engine
-    adapter: TelegramAdapter
 
 
 @dataclass(frozen=True)
@@ -71,38 +63,14 @@ def sounds(tmp_path_factory: pytest.TempPathFactory) -> Sounds:
     )
 
 
-async def _serve(
-    fake: FakeTelegram, data_dir: Path, model_dir: Path, ready: asyncio.Future[Running], stop: asyncio.Event
-) -> None:
-    """Hold the engine and the adapter open in one task, like the real lifespan."""
-    config = make_config(data_dir, model_dir, search={"k": 2}, limits={"requests_per_minute": RATE_LIMIT})
-    telegram = TelegramConfig(enabled=True, token=fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url)
-    try:
-        async with Engine.open(config) as engine:
-            # Telegram's real group limit (20 a minute) would only slow the suite; the limiter itself is real.
-            adapter = TelegramAdapter(engine, telegram, group_messages_per_minute=1000, poll_timeout=5)
-            await adapter.start()
-            try:
-                ready.set_result(Running(fake, engine, adapter))
-                await stop.wait()
-            finally:
-                await adapter.stop()
-    except BaseException as exc:
-        if not ready.done():
-            ready.set_exception(exc)
-        raise
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def bot(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> AsyncIterator[Running]:
-    async with FakeTelegram() as fake:
-        ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
-        stop = asyncio.Event()
-        task = asyncio.create_task(_serve(fake, tmp_path_factory.mktemp("tg-data"), tiny_model_dir, ready, stop))
-        running = await asyncio.wait_for(ready, 120)
-        yield running
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    config = make_config(
+        tmp_path_factory.mktemp("tg-data"), tiny_model_dir, search={"k": 2}, limits={"requests_per_minute": RATE_LIMIT}
+    )
+    # Telegram's real group limit (20 a minute) would only slow the suite; the limiter itself is real.
+    async with FakeTelegram() as fake, running_bot(fake, config, group_messages_per_minute=1000, poll_timeout=5) as on:
+        yield on
 
 
 # ----------------------------------------------------------------- helpers

@@ -25,7 +25,7 @@ from adapters.telegram.translate import (
     translate,
     user_of,
 )
-from core.messages import Added, AudioFile, Command, Hit, Label, Reply, ReplyKind, Request
+from core.messages import Added, AudioFile, Command, Hit, Label, Reply, ReplyKind, Request, Timeline
 from tests.fakes.telegram_api import group_chat, make_message, private_chat, user
 
 BOT_ID = 4242
@@ -386,3 +386,50 @@ def test_long_plain_replies_are_clipped_without_breaking_entities() -> None:
     rendered = render.render(Reply(ReplyKind.TEXT, "<>&" * 3000))
     assert rendered.text is not None and len(rendered.text) <= render.MAX_TEXT
     assert rendered.text.endswith("…") and re.search(r"&[a-z]*…$", rendered.text) is None
+
+
+# ----------------------------------------------------------------- /timeline
+
+
+def video(file_id: str = "VID1", size: int = 5 * MB, duration: int = 2400, name: str = "walk.mp4") -> dict[str, Any]:
+    return {
+        "file_id": file_id, "file_unique_id": "u" + file_id, "file_size": size, "duration": duration,
+        "width": 64, "height": 48, "file_name": name, "mime_type": "video/mp4",
+    }  # fmt: skip
+
+
+def test_timeline_as_a_video_caption_or_in_reply_to_one() -> None:
+    request = request_of(message(private_chat(ALICE), ALICE, caption="/timeline dog, siren", video=video()))
+    assert (request.command, request.text) == (Command.TIMELINE, "dog, siren")
+    (ref,) = request.audio
+    assert (ref.filename, ref.size, ref.duration, ref.mime) == ("walk.mp4", 5 * MB, 2400.0, "video/mp4")
+    assert ref.platform_file_id is None  # a video is not sent back as a sound
+    theirs = message(GROUP, BOB, caption="our walk", video=video("VID2"))
+    replied = request_of(message(GROUP, ALICE, "/timeline", reply_to=theirs))
+    assert replied.command is Command.TIMELINE and replied.space == "telegram:-1001" and replied.text == ""
+    for kind, part in (("voice", voice()), ("audio", audio_file()), ("video_note", voice("VN1") | {"length": 240})):
+        asked = request_of(message(private_chat(ALICE), ALICE, caption="/timeline", **{kind: part}))
+        assert asked.command is Command.TIMELINE and asked.audio
+
+
+def test_timeline_without_a_file_or_too_big_to_download_is_explained() -> None:
+    assert "/timeline as the caption" in notice_of(message(private_chat(ALICE), ALICE, "/timeline"))
+    big = notice_of(message(private_chat(ALICE), ALICE, caption="/timeline", video=video(size=25 * MB)))
+    assert "25.0 MB" in big and "up to 20 MB" in big
+    local = BotContext(bot_id=BOT_ID, username="shira_test_bot", local_mode=True)  # a local Bot API server
+    assert request_of(message(private_chat(ALICE), ALICE, caption="/timeline", video=video(size=25 * MB)), local)
+
+
+def test_timeline_answer_text_and_caption() -> None:
+    from adapters.telegram.timeline import answer_text, photo_caption
+    from core.replies import error, timeline
+    from core.timeline import Event
+
+    events = (Event("dog <3", 1.0, 4.0, 0.9),)
+    reply = timeline(Timeline(185.0, events, "dog <3 at 0:01–0:04", b"\x89PNG", "1\n", "WEBVTT"))
+    text = answer_text(reply)
+    assert text.startswith("<b>Timeline of 3:05: dog &lt;3 at 0:01–0:04.</b>\n0:01–0:04  dog &lt;3 (90%)")
+    assert photo_caption(reply) == "Timeline of 3:05: dog <3 at 0:01–0:04."  # a caption without parse mode
+    assert answer_text(error("That sound lasts 45 s; the limit is 20 s.")).startswith("⚠️ That sound lasts")
+    long = timeline(Timeline(60.0, (), "x" * 2000, b"", "", ""))
+    assert len(photo_caption(long)) == render.MAX_CAPTION and len(answer_text(long)) <= render.MAX_TEXT

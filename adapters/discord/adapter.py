@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -42,6 +43,7 @@ from adapters.discord.translate import (
     not_audio_message,
     wants_message,
 )
+from adapters.timeline import Progress
 from core.command_table import Platform, Style, entries, entry
 from core.config import ConfigError
 from core.errors import UserError
@@ -58,6 +60,8 @@ ORIGINAL: Final[Any] = "@original"  # Discord's name for an interaction's first 
 JOURNAL_WAIT = 1.0  # seconds the journal may take before the defer goes ahead anyway: Discord wants it within 3 s
 TOKEN_SECONDS = 14 * 60.0  # an interaction token lasts 15 minutes; a replay leaves itself one to answer
 MESSAGE_SECONDS = 24 * 3600.0  # a message's attachment links are signed for about a day
+INVALID_TOKEN = 50027  # Discord's code for an expired or unknown interaction token
+PROGRESS_SECONDS = 5.0  # a timeline's progress edits its answer at most this often (webhooks take 5 per 5 s)
 
 
 class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=BUTTON_ID_PATTERN):
@@ -312,8 +316,7 @@ class DiscordAdapter:
             log.warning("no Discord channel to send to for space %s", space)
             return
         rendered = render(reply)
-        file = self._preview(rendered)
-        await target.send(**self._message_kwargs(rendered), **_with_file(file))
+        await target.send(**self._message_kwargs(rendered), files=self._files(rendered))
 
     async def sync_commands(self) -> None:
         """Publish the commands to the dev guild, or globally."""
@@ -370,6 +373,12 @@ class DiscordAdapter:
         @described("similar")
         async def similar(interaction: discord.Interaction, file: discord.Attachment) -> None:
             await self._slash(interaction, "similar", {"file": file})
+
+        @described("timeline")
+        async def timeline(
+            interaction: discord.Interaction, file: discord.Attachment, labels: str | None = None
+        ) -> None:
+            await self._slash(interaction, "timeline", {"file": file, "labels": labels})
 
         @described("remove")
         async def remove(interaction: discord.Interaction, id: str) -> None:
@@ -449,6 +458,7 @@ class DiscordAdapter:
             application_id=interaction.application_id,
             token=interaction.token,
             ephemeral=ephemeral,
+            channel_id=interaction.channel_id or 0,  # where to post an answer that outlives the token
             **what,
         )
         key = str(interaction.id)
@@ -475,10 +485,15 @@ class DiscordAdapter:
         if req is None or (late and taken.is_interaction and not await self._deferred(key, taken)):
             await self._done(key)
             return
+        progress = self._progress(taken) if req.command is Command.TIMELINE and taken.is_interaction else None
         async with self._typing(taken):
             limit = 0 if req.command is Command.ADD else taken.upload_limit  # an addition attaches nothing
-            reply = await self._handle(dataclasses.replace(req, replay=late), limit)
-        rendered = render(reply)
+            try:
+                reply = await self._handle(dataclasses.replace(req, replay=late, progress=progress), limit)
+            finally:
+                if progress is not None:
+                    await progress.close()
+        rendered = render(reply, taken.attachments[0].filename if taken.attachments else "", taken.upload_limit)
         if late:
             rendered = dataclasses.replace(rendered, content=f"{LATE}\n{rendered.content}".strip()[:2000])
         try:
@@ -486,14 +501,41 @@ class DiscordAdapter:
                 await self._edit_answer(taken, rendered)
             else:
                 await self._reply_to(taken, rendered)
-        except discord.HTTPException:
-            log.exception("could not answer Discord %s %s", "interaction" if taken.is_interaction else "message", key)
+        except discord.HTTPException as exc:
+            expired = taken.is_interaction and exc.code == INVALID_TOKEN
+            if not (expired and await self._post_instead(taken, rendered)):
+                what = "interaction" if taken.is_interaction else "message"
+                log.exception("could not answer Discord %s %s", what, key)
         await self._done(key)
+
+    async def _post_instead(self, taken: Taken, rendered: Rendered) -> bool:
+        """Post in the channel an answer that outlived its interaction's 15-minute token (a long timeline's), naming
+        the asker; False for an error, which is for the asker alone, or when there is no channel to post in."""
+        if rendered.ephemeral or not taken.channel_id:
+            return False
+        log.info("Discord: an answer outlived its interaction token; posting it in channel %s", taken.channel_id)
+        content = f"<@{taken.author.user_id}> {rendered.content}".strip()[:2000]
+        kwargs = self._message_kwargs(rendered) | {"content": content}
+        channel = self.client.get_partial_messageable(taken.channel_id)
+        try:
+            await channel.send(**kwargs, files=self._files(rendered))
+        except discord.HTTPException:
+            log.exception("could not post a late answer in Discord channel %s", taken.channel_id)
+        return True
 
     def _webhook(self, taken: Taken) -> discord.Webhook:
         """The interaction's webhook, as discord.py builds it for follow-ups, from the kept application and token."""
         data: Any = {"id": taken.application_id, "type": 3, "token": taken.token}
         return discord.Webhook.from_state(data, state=self.client._connection)
+
+    def _progress(self, taken: Taken) -> Progress:
+        """A timeline's progress, shown by editing the deferred answer ("Analysing… 3:20 of 40:00")."""
+        webhook = self._webhook(taken)
+
+        async def show(text: str) -> None:
+            await webhook.edit_message(ORIGINAL, content=text)
+
+        return Progress(show, PROGRESS_SECONDS, taken.attachments[0].duration if taken.attachments else None)
 
     async def _deferred(self, key: str, taken: Taken) -> bool:
         """Whether a journaled interaction's acknowledgement reached Discord (a kill can fall between the two)."""
@@ -514,8 +556,7 @@ class DiscordAdapter:
                 await webhook.delete_message(ORIGINAL)
             await webhook.send(rendered.content, ephemeral=True)
             return
-        file = self._preview(rendered)
-        attachments = [file] if file is not None else []  # an empty list drops an earlier page's preview
+        attachments = self._files(rendered)  # an empty list drops an earlier page's preview
         await webhook.edit_message(ORIGINAL, **self._message_kwargs(rendered), attachments=attachments)
 
     async def _on_tree_error(self, interaction: discord.Interaction, exc: app_commands.AppCommandError) -> None:
@@ -581,8 +622,7 @@ class DiscordAdapter:
     async def _reply_to(self, taken: Taken, rendered: Rendered) -> None:
         """Reply to the message in its channel (a live one, or one journaled before a restart)."""
         message = self.client.get_partial_messageable(taken.channel_id).get_partial_message(taken.message_id)
-        file = self._preview(rendered)
-        await message.reply(**self._message_kwargs(rendered), **_with_file(file), mention_author=False)
+        await message.reply(**self._message_kwargs(rendered), files=self._files(rendered), mention_author=False)
 
     def _typing(self, taken: Taken) -> contextlib.AbstractAsyncContextManager[None]:
         """Show typing… in the channel of a message while its answer is worked out (interactions show "thinking…")."""
@@ -686,12 +726,13 @@ class DiscordAdapter:
             ) from exc
 
     @staticmethod
-    def _preview(rendered: Rendered) -> discord.File | None:
-        """The attached sample's ready preview as a file to upload, or None."""
+    def _files(rendered: Rendered) -> list[discord.File]:
+        """The files to upload: the attached sample's ready preview, and any made for the reply (a timeline's)."""
         attach = rendered.attach
-        if attach is None or attach.preview is None:
-            return None
-        return discord.File(attach.preview, filename=attach.filename)
+        files = [discord.File(io.BytesIO(data), filename=name) for name, data in rendered.files]
+        if attach is not None and attach.preview is not None:
+            files.insert(0, discord.File(attach.preview, filename=attach.filename))
+        return files
 
     @staticmethod
     def _message_kwargs(rendered: Rendered) -> dict[str, Any]:
@@ -716,8 +757,3 @@ def _why(task: asyncio.Task[None] | None) -> str:
         return " (cancelled)"
     error = task.exception()
     return f": {type(error).__name__}: {error}" if error is not None else ""
-
-
-def _with_file(file: discord.File | None) -> dict[str, Any]:
-    """The file argument of a send, present only when there is a file."""
-    return {"file": file} if file is not None else {}

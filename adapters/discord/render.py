@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.timeline import clock, output_name
 from core.command_table import EXAMPLES, Platform, help_lines, welcome_text
 from core.messages import AudioFile, Command, Hit, Reply, ReplyKind
 from core.replies import exact_line
@@ -34,6 +35,7 @@ COLOURS = {
     ReplyKind.HELP: 0x5865F2,
     ReplyKind.WELCOME: 0x57F287,
     ReplyKind.AUDIO: 0xFEE75C,
+    ReplyKind.TIMELINE: 0x3BA55C,
 }
 
 
@@ -55,6 +57,7 @@ class Rendered:
     buttons: tuple[Button, ...] = ()
     ephemeral: bool = False  # errors are only shown to the person who asked
     attach: AudioFile | None = None  # the sample to attach as a playable preview
+    files: tuple[tuple[str, bytes], ...] = ()  # further files to upload (a timeline's chart and subtitles), by name
 
 
 def button_id(command: Command, arg: str, page: int | None = None) -> str:
@@ -202,6 +205,36 @@ def _audio(reply: Reply) -> Rendered:
     return Rendered(embed=embed, buttons=buttons, attach=audio)
 
 
+def _timeline(reply: Reply, filename: str, upload_limit: int) -> Rendered:
+    """A timeline: the summary and its events, the chart inside the embed, the chart and the subtitles as files
+    (those that fit the upload limit, the chart first)."""
+    timeline = reply.timeline
+    if timeline is None:
+        return Rendered(content=_clip(escape(reply.text), 2000))
+    png, srt = output_name(filename, ".png"), output_name(filename, ".srt")
+    files = within(((png, timeline.png), (srt, timeline.srt.encode("utf-8"))), upload_limit)
+    _, _, events = reply.text.partition("\n")  # after the summary line: one line per event
+    summary = escape(timeline.summary[:1].upper() + timeline.summary[1:]) + "."
+    embed = _embed(reply, f"Timeline of {clock(timeline.duration)}", f"{summary}\n\n{escape(events)}".strip())
+    names = [name for name, _ in files]
+    if png in names:
+        embed["image"] = {"url": f"attachment://{png}"}
+    footer = f"{srt}: subtitles any video player shows" if srt in names else "The subtitles are too large to send here"
+    embed["footer"] = {"text": footer}
+    return Rendered(embed=embed, files=files)
+
+
+def within(files: tuple[tuple[str, bytes], ...], limit: int) -> tuple[tuple[str, bytes], ...]:
+    """The files, in order, that fit together in `limit` bytes (0: all of them)."""
+    kept, total = [], 0
+    for name, data in files:
+        if limit and total + len(data) > limit:
+            continue
+        kept.append((name, data))
+        total += len(data)
+    return tuple(kept)
+
+
 def help_embed() -> dict[str, Any]:
     """Every command that exists on Discord, from the one command table."""
     lines = [f"`{usage}` — {about}" for usage, about in help_lines(Platform.DISCORD)]  # the table's own words
@@ -222,8 +255,9 @@ def welcome_embed() -> dict[str, Any]:
     }
 
 
-def render(reply: Reply) -> Rendered:
-    """The Discord form of a reply."""
+def render(reply: Reply, filename: str = "", upload_limit: int = 0) -> Rendered:
+    """The Discord form of a reply; a timeline's files are named after the upload (filename) and kept within
+    upload_limit bytes (0: no limit)."""
     if reply.is_error:
         text = escape(reply.text)
         if reply.error_id and reply.error_id not in text:
@@ -243,6 +277,8 @@ def render(reply: Reply) -> Rendered:
         return _stats(reply)
     if reply.kind is ReplyKind.AUDIO:
         return _audio(reply)
+    if reply.kind is ReplyKind.TIMELINE:
+        return _timeline(reply, filename, upload_limit)
     if reply.kind is ReplyKind.REMOVED:
         return Rendered(embed=_embed(reply, "Removed", escape(reply.text)))
     return Rendered(content=_clip(escape(reply.text), 2000))

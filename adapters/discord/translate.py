@@ -183,6 +183,9 @@ def slash_request(
         return request(author, command, global_space, audio=audio, text=str(options.get("description") or "").strip())
     if command is Command.SIMILAR:
         return request(author, command, global_space, audio=audio)
+    if command is Command.TIMELINE:
+        labels = " ".join(str(options.get("labels") or "").split())
+        return request(author, command, global_space, audio=audio, text=labels)
     if command is Command.REMOVE:
         return request(author, command, global_space, text=str(options.get("id", "")).strip().lstrip("#"))
     return request(author, command, global_space)

@@ -30,6 +30,7 @@ from telegram.ext import Application, ApplicationBuilder
 from adapters.telegram import render
 from adapters.telegram.config import TelegramConfig
 from adapters.telegram.limits import MessageRateLimiter
+from adapters.telegram.timeline import TimelineAnswer
 from adapters.telegram.translate import (
     MENU,
     PLATFORM,
@@ -404,6 +405,10 @@ class TelegramAdapter:
         if needs_admin(request.command, request.text) and message.from_user is not None:
             request = dataclasses.replace(request, is_admin=await self._is_admin(message.chat, message.from_user.id))
         group = message.chat.type != ChatType.PRIVATE
+        if request.command is Command.TIMELINE:  # one progress message, then the chart and the subtitles
+            answer = TimelineAnswer(self.app.bot, self.door, chat_id, message.message_id, group, LATE if late else "")
+            await answer.run(request)
+            return
         async with self._chat_action(chat_id, SLOW_COMMANDS.get(request.command)):
             reply = await self._ask(request, audio=_wants_audio(request, group))
         log.debug("telegram: %s in %s -> %s", request.command, request.space, reply.kind)

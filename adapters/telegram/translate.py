@@ -47,7 +47,7 @@ class Notice:
 class Attachment:
     """An attached file as Telegram describes it."""
 
-    kind: str  # voice, audio, video_note, document
+    kind: str  # voice, audio, video, video_note, document
     file_id: str
     filename: str
     size: int | None
@@ -64,6 +64,8 @@ USAGE = {
     Command.REMOVE: "Tell me which sample to remove, for example: /remove 12",
     Command.PLAY: "Tell me which sample to play, for example: /play 12",
     Command.MORE: "Tell me which sample to match, for example: /more 12",
+    Command.TIMELINE: "Send /timeline as the caption of an audio file, a video or a voice note, or reply /timeline "
+    "to one. Words after it choose what to listen for, for example: /timeline dog, siren",
 }
 
 COMMANDS: dict[str, Command] = commands(Platform.TELEGRAM)
@@ -127,7 +129,7 @@ def _without_command(caption: str) -> str:
 
 
 def attachment_of(message: Message | None) -> Attachment | None:
-    """The voice note, audio file, video note or document a message carries, if any."""
+    """The voice note, audio file, video, video note or document a message carries, if any."""
     if message is None:
         return None
     if message.voice is not None:
@@ -137,6 +139,10 @@ def attachment_of(message: Message | None) -> Attachment | None:
     if message.audio is not None:
         a = message.audio
         return Attachment("audio", a.file_id, a.file_name or "audio.mp3", a.file_size, a.mime_type, True, _seconds(a))
+    if message.video is not None:
+        w = message.video
+        name = w.file_name or "video.mp4"
+        return Attachment("video", w.file_id, name, w.file_size, w.mime_type or "video/mp4", True, _seconds(w))
     if message.video_note is not None:
         n = message.video_note
         name = recording_name(message, "video_note")
@@ -340,6 +346,10 @@ def _translate_command(
         if attachment is None:
             return Notice(USAGE[Command.IDENTIFY])
         return _with_audio(message, ctx, fetcher, command, attachment)
+    if command == Command.TIMELINE:
+        if attachment is None:
+            return Notice(USAGE[Command.TIMELINE])
+        return _with_audio(message, ctx, fetcher, command, attachment, args)
     if command == Command.SEARCH:
         if args:
             return _request(message, ctx, Command.SEARCH, args)

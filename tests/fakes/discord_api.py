@@ -76,6 +76,7 @@ class FakeDiscord:
         self._messages: dict[str, dict[str, Any]] = {}  # "@original" per interaction token, and by id
         self._limits: list[_RateLimit] = []
         self._held_downloads: dict[str, asyncio.Event] = {}  # attachment file name -> released when set
+        self._expired: set[str] = set()  # interaction tokens past their 15 minutes
         self._observers: list[Callable[[Call], None]] = []
         self._sockets: set[web.WebSocketResponse] = set()
         self._shards: dict[web.WebSocketResponse, tuple[int, int]] = {}  # socket -> its IDENTIFY's [id, count]
@@ -171,6 +172,10 @@ class FakeDiscord:
         if voice:
             payload |= {"duration_secs": 2.0, "waveform": "AAAA", "flags": 0}
         return payload
+
+    def expire(self, interaction: dict[str, Any]) -> None:
+        """Let an interaction's token lapse, as Discord does after 15 minutes: its webhook answers 401 from now on."""
+        self._expired.add(interaction["token"])
 
     def hold_download(self, filename: str) -> asyncio.Event:
         """Keep CDN downloads of this attachment waiting until the returned event is set: a slow CDN."""
@@ -751,6 +756,8 @@ class FakeDiscord:
         return web.Response(status=204)
 
     def _webhook(self, token: str, message_id: str | None, call: Call) -> web.Response:
+        if token in self._expired:
+            return _error(401, 50027, "Invalid Webhook Token")
         key = f"{token}/@original" if message_id == "@original" else message_id
         if call.method == "POST" and message_id is None:
             message = self._new_message(self.channel_id, call)

@@ -33,10 +33,12 @@ STRING_PARAMS = frozenset(
         "next_offset",
         "parse_mode",
         "performer",
+        "photo",
         "query",
         "text",
         "title",
         "url",
+        "video",
         "voice",
     }
 )
@@ -72,7 +74,7 @@ class StoredFile:
     data: bytes
     file_size: int
     file_path: str
-    kind: str  # voice, audio, document, video_note
+    kind: str  # voice, audio, document, video, video_note, photo
 
     def as_voice(self, duration: int = 1) -> Json:
         """The Voice object a message carries."""
@@ -84,6 +86,15 @@ class StoredFile:
         if title:
             audio["title"] = title
         return audio
+
+    def as_video(self, file_name: str = "video.mp4", duration: int = 1) -> Json:
+        """The Video object a message carries."""
+        size = {"width": 64, "height": 48, "duration": duration}
+        return {**self._base(), **size, "file_name": file_name, "mime_type": _mime_for(file_name)}
+
+    def as_photo(self) -> list[Json]:
+        """The PhotoSize list a message carries (one size: the fake does not scale)."""
+        return [{**self._base(), "width": 640, "height": 360}]
 
     def as_document(self, file_name: str, mime_type: str | None = None) -> Json:
         """The Document object a message carries."""
@@ -124,6 +135,10 @@ def _mime_for(file_name: str) -> str:
         "wav": "audio/x-wav",
         "flac": "audio/flac",
         "m4a": "audio/mp4",
+        "mp4": "video/mp4",
+        "webm": "video/webm",
+        "srt": "application/x-subrip",
+        "png": "image/png",
         "txt": "text/plain",
         "pdf": "application/pdf",
     }.get(ext, "application/octet-stream")
@@ -175,6 +190,7 @@ def make_message(
     audio: Json | None = None,
     document: Json | None = None,
     video_note: Json | None = None,
+    video: Json | None = None,
     reply_to: Json | None = None,
     service: Json | None = None,
 ) -> Json:
@@ -189,7 +205,8 @@ def make_message(
         message["caption"] = caption
         if entities := entities_for(caption):
             message["caption_entities"] = entities
-    for key, value in (("voice", voice), ("audio", audio), ("document", document), ("video_note", video_note)):
+    media = {"voice": voice, "audio": audio, "document": document, "video_note": video_note, "video": video}
+    for key, value in media.items():
         if value is not None:
             message[key] = value
     if reply_to is not None:
@@ -572,6 +589,10 @@ class FakeTelegram:
         stored = self._file_param(params, files, "document")
         name = files["document"].filename if "document" in files else stored.file_path.rsplit("/", 1)[-1]
         return self._new_message(params, {"document": stored.as_document(name)})
+
+    async def _api_sendPhoto(self, params: Json, files: dict[str, Upload]) -> Json:
+        stored = self._file_param(params, files, "photo")
+        return self._new_message(params, {"photo": stored.as_photo()})
 
     async def _api_sendChatAction(self, params: Json, files: dict[str, Upload]) -> bool:
         self._chat(params)

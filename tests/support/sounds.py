@@ -76,3 +76,18 @@ def encode(samples: np.ndarray, path: Path, fmt: str | None = None, sr: int = SR
     cmd += CODECS[fmt] + ["-f", muxer, str(path)]
     subprocess.run(cmd, input=np.asarray(samples, dtype=np.float32).tobytes(), check=True, capture_output=True)
     return path
+
+
+def video(samples: np.ndarray, path: Path, sr: int = SR) -> Path:
+    """A small video (a colour test pattern) with these mono samples as its audio track: MP4 (H.264, AAC) or WebM
+    (VP8, Opus), by the path's suffix."""
+    codecs = {
+        ".mp4": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "64k"],
+        ".webm": ["-c:v", "libvpx", "-deadline", "realtime", "-c:a", "libopus", "-b:a", "48k"],
+    }[path.suffix]
+    seconds = len(samples) / sr
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
+    cmd += ["-f", "lavfi", "-i", f"testsrc=size=64x48:rate=5:duration={seconds:.3f}"]
+    cmd += ["-f", "f32le", "-ar", str(sr), "-ac", "1", "-i", "pipe:0", *codecs, "-shortest", str(path)]
+    subprocess.run(cmd, input=np.asarray(samples, dtype=np.float32).tobytes(), check=True, capture_output=True)
+    return path
