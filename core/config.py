@@ -50,7 +50,7 @@ class ServerUnreachable(ConfigError):
 
 def masked_url(url: str) -> str:
     """A server URL fit for a log or an error: its password replaced by ***."""
-    url = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", url)  # key=value form
+    url = re.sub(r"(password\s*=\s*)('[^']*'|[^\s&]+)", r"\1***", url)  # key=value form
     return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/?#@]*):[^/?#]*@", r"\1:***@", url, flags=re.IGNORECASE)
 
 

@@ -35,7 +35,7 @@ MIGRATIONS: tuple[str, ...] = (
         created_at DOUBLE PRECISION NOT NULL,
         source TEXT NOT NULL DEFAULT '',
         embedding BYTEA NOT NULL,
-        search TSVECTOR NOT NULL,
+        search TSVECTOR NOT NULL DEFAULT '',
         UNIQUE (space_id, sha256)
     );
     CREATE INDEX samples_sha ON samples(sha256);
@@ -108,10 +108,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-# The rows migrate copies and checks, table by table, in a stable order (parents before children).
-TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("meta", ("key", "value")),
-    ("spaces", ("id", "key", "revision", "created_at")),
+# The tables migrate copies and checks, parents before children: (name, columns, primary key)
+TABLES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("meta", ("key", "value"), ("key",)),
+    ("spaces", ("id", "key", "revision", "created_at"), ("id",)),
     (
         "samples",
         (
@@ -127,14 +127,16 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "source",
             "embedding",
         ),
+        ("id",),
     ),  # fmt: skip
-    ("segments", ("id", "sample_id", "start", "end", "embedding")),
-    ("tags", ("sample_id", "tag", "auto", "score")),
-    ("file_ids", ("sample_id", "platform", "file_id")),
-    ("space_labels", ("space_id", "label")),
-    ("text_cache", ("model", "text", "embedding")),
-    ("fingerprints", ("sample_id", "data")),
-    ("inbox", ("platform", "key", "received_at", "payload", "state", "attempts")),
-    ("queries", ("id", "spaces", "vector", "text", "k", "title", "exclude", "created_at")),
-    ("changes", ("space_id", "revision", "sample_id", "op")),
+    ("segments", ("id", "sample_id", "start", "end", "embedding"), ("id",)),
+    ("tags", ("sample_id", "tag", "auto", "score"), ("sample_id", "tag")),
+    ("file_ids", ("sample_id", "platform", "file_id"), ("sample_id", "platform")),
+    ("space_labels", ("space_id", "label"), ("space_id", "label")),
+    ("text_cache", ("model", "text", "embedding"), ("model", "text")),
+    ("fingerprints", ("sample_id", "data"), ("sample_id",)),
+    ("inbox", ("platform", "key", "received_at", "payload", "state", "attempts"), ("platform", "key")),
+    ("queries", ("id", "spaces", "vector", "text", "k", "title", "exclude", "created_at"), ("id",)),
+    ("changes", ("space_id", "revision", "sample_id", "op"), ("space_id", "revision")),
 )
+SEQUENCES = ("spaces", "samples", "segments")  # tables whose ids come from an identity sequence
