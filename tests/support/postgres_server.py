@@ -18,7 +18,18 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-BIN = Path(os.environ.get("SHIRA_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _binaries() -> Path:
+    """SHIRA_POSTGRES_BIN, else the newest Debian PostgreSQL's bin directory."""
+    if given := os.environ.get("SHIRA_POSTGRES_BIN"):
+        return Path(given)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0
+    )
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+BIN = _binaries()
 START_SECONDS = 30.0
 
 
