@@ -111,7 +111,8 @@ def fts_text(value: str) -> str:
 class Store(Protocol):
     """What the engine needs from a metadata store; SqliteStore is the embedded default.
 
-    Another backend (say, PostgreSQL for several machines) implements these and nothing else.
+    core.pgstore.PostgresStore, for several processes on several machines, implements these and nothing else.
+    Every revision of a space has one change log entry (core/changes.py), which changes_since reads back.
     """
 
     async def close(self) -> None: ...

@@ -325,7 +325,7 @@ async def test_two_processes_on_one_library_stay_in_step(config: Config, sounds:
     async with Engine.open(config, warm_labels=False) as server, Engine.open(config, warm_labels=False) as importer:
         mine = await server.ingest.add("lib", sounds["tone"].read_bytes(), "tone.wav")
         theirs = await importer.ingest.add("lib", sounds["noise"].read_bytes(), "noise.mp3")
-        later = await server.ingest.add("lib", sounds["click"].read_bytes(), "click.wav")  # out of step: rebuilt
+        later = await server.ingest.add("lib", sounds["click"].read_bytes(), "click.wav")  # out of step: caught up
         hits, _ = await server.searcher.search_text(("lib",), "noise", 10)
         assert {h.sample_id for h in hits} == {mine.sample_id, theirs.sample_id, later.sample_id}
         await importer.library.remove("lib", mine.sample_id)
