@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,7 @@ from core.store import NewSample, Store
 from tests.support.raw_sql import fetch
 
 DIM = 16
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def sample(space: str, n: int) -> NewSample:
@@ -171,3 +176,49 @@ async def test_an_ivf_index_catches_up_too(backend_config: Config, tmp_path: Pat
     finally:
         await first.close()
         await second.close()
+
+
+def test_another_process_changes_are_caught_up(backend_config: Config, tmp_path: Path) -> None:
+    """A second process (the store chosen from SHIRA_DATA_DIR / SHIRA_POSTGRES_DSN) adds and removes meanwhile."""
+    code = (
+        "import asyncio, os\n"
+        "from core.config import load_config\n"
+        "from core.engine import open_store\n"
+        "from tests.test_catchup import sample\n"
+        "async def main():\n"
+        "    store = await open_store(load_config(None))\n"
+        "    ids = [(await store.add_sample(sample('s', n))).sample_id for n in range(100, 106)]\n"
+        "    await store.remove_sample(2)\n"
+        "    await store.remove_sample(ids[2])\n"  # one of its own: added then removed, never in the index
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SHIRA_DATA_DIR": str(backend_config.data_dir)}
+    env["SHIRA_POSTGRES_DSN"] = backend_config.cluster.postgres_dsn
+
+    async def before() -> tuple[Library, Store]:
+        store = await open_store(backend_config)
+        lib = library(store, tmp_path)
+        for n in range(30):
+            await lib.add(sample("s", n), b"RIFF%d" % n)
+        return lib, store
+
+    async def after(lib: Library, store: Store) -> tuple[bool, int, bool]:
+        built = lib.indexes.entries["s"].index
+        await lib.ensure_index("s")
+        try:
+            same = results(lib, "s") == await rebuilt(store, tmp_path, "s")
+            return lib.indexes.entries["s"].index is built, len(built), same
+        finally:
+            await store.close()
+
+    loop = asyncio.new_event_loop()
+    try:
+        lib, store = loop.run_until_complete(before())
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert loop.run_until_complete(after(lib, store)) == (True, 30 + 6 - 2, True)
+    finally:
+        loop.close()
