@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 from adapters import registry
 from adapters.base import Adapter
@@ -15,7 +14,7 @@ from bot import health
 from bot.supervise import Supervisor, until_stopped
 from core.config import Config
 from core.engine import Engine
-from core.inbox import SqliteInbox
+from core.inbox import open_inbox
 from core.messages import Door, Inbox
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,7 @@ async def run_adapters(config: Config, stop: asyncio.Event | None = None) -> int
     monitor = health.Monitor(supervisor)
     async with AsyncExitStack() as stack:
         engine = await stack.enter_async_context(Engine.open(config, metrics=monitor))
-        inbox = await stack.enter_async_context(SqliteInbox.open(Path(config.data_dir) / "shira.db"))
+        inbox = await stack.enter_async_context(open_inbox(config))
         monitor.gauge("inbox_backlog", lambda: inbox.backlog)
         adapters: list[Adapter] = []
         for name in names:

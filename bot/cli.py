@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     command("console", "talk to the bot in this terminal", json_flag=False)
     command("run", "start the chat adapters the config enables", json_flag=False, space=False)
+    p = command("migrate", "copy this library's SQLite store into PostgreSQL and verify the copy", space=False)
+    p.add_argument("--to", required=True, metavar="postgresql://…", help="the target database (empty, or --replace)")
+    p.add_argument("--replace", action="store_true", help="empty a target that already holds rows first")
     return parser
 
 
@@ -198,6 +201,22 @@ async def _run_command(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+async def _migrate(args: argparse.Namespace, config: Config) -> int:
+    from core.migrate import MigrateError, migrate
+
+    say = (lambda line: None) if args.json else print
+    try:
+        checks = await migrate(Path(config.data_dir) / "shira.db", args.to, args.replace, say)
+    except MigrateError as exc:
+        print(f"shira: {exc}", file=sys.stderr)
+        return 1
+    tables = {c.table: {"rows": c.rows, "sha256": c.source_sha256} for c in checks}
+    if args.json:
+        emit(args, {"verified": True, "tables": tables}, "")
+    print(f"set [cluster] postgres_dsn to use it (files stay in {Path(config.data_dir) / 'files'})", file=sys.stderr)
+    return 0
+
+
 async def _timeline(args: argparse.Namespace, door: Door, ask: Request) -> None:
     """Run a timeline with a progress bar, write the files asked for, print the summary or the JSON."""
     import dataclasses as dc
@@ -246,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(config, verbose=args.verbose, quiet=args.command != "run")
     try:
+        if args.command == "migrate":
+            return asyncio.run(_migrate(args, config))
         if args.command == "run":
             from bot.app import run_adapters
 

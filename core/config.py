@@ -32,12 +32,26 @@ from pydantic import (
 DEFAULT_MODEL = "laion/larger_clap_music_and_speech"
 MB = 1024 * 1024
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
-SECRET_KEYS = frozenset({"token", "webhook_secret"})  # their values are never repeated in error messages
-CORE_ENV = {"SHIRA_DATA_DIR": ("data_dir",), "SHIRA_MODEL": ("model", "id")}  # environment variable -> key path
+SECRET_KEYS = frozenset({"token", "webhook_secret", "postgres_dsn"})  # their values are never repeated in error messages
+CORE_ENV = {  # environment variable -> key path
+    "SHIRA_DATA_DIR": ("data_dir",),
+    "SHIRA_MODEL": ("model", "id"),
+    "SHIRA_POSTGRES_DSN": ("cluster", "postgres_dsn"),
+}
 
 
 class ConfigError(ValueError):
     """The configuration file is missing, malformed or has unknown keys or bad values."""
+
+
+class ServerUnreachable(ConfigError):
+    """A server the config names (PostgreSQL, Redis) can't be reached in time; the message names its URL, masked."""
+
+
+def masked_url(url: str) -> str:
+    """A server URL fit for a log or an error: its password replaced by ***."""
+    url = re.sub(r"(password\s*=\s*)('[^']*'|[^\s&]+)", r"\1***", url)  # key=value form
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/?#@]*):[^/?#]*@", r"\1:***@", url, flags=re.IGNORECASE)
 
 
 def _http_url(value: str) -> str:
@@ -68,6 +82,12 @@ def _directory(value: object) -> object:
     return value
 
 
+def _postgres_dsn(value: str) -> str:
+    if value and not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be empty or a postgresql:// URL")
+    return value
+
+
 def _no_whitespace(value: str) -> str:
     if value != "".join(value.split()):
         raise ValueError("must not contain spaces or line breaks")
@@ -89,6 +109,7 @@ Token = Annotated[Str, AfterValidator(_no_whitespace)]
 Directory = Annotated[Path, BeforeValidator(_directory)]
 LogLevel = Annotated[Str, AfterValidator(_log_level)]
 LabelPrompt = Annotated[Str, AfterValidator(_label_prompt)]
+PostgresDsn = Annotated[Str, AfterValidator(_postgres_dsn), AfterValidator(_no_whitespace)]
 
 # Every section class sets __pydantic_config__ = SECTION: unknown keys refused, no inf or nan.
 SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -233,6 +254,15 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Cluster mode: shared servers instead of the embedded SQLite file (empty keys keep the embedded default)."""
+
+    __pydantic_config__ = SECTION
+
+    postgres_dsn: PostgresDsn = ""  # postgresql://user:password@host:port/database; empty: SQLite in data_dir
+
+
+@dataclass(frozen=True)
 class Section:
     """A config section defined outside the core (an adapter's): its dataclass and its environment overrides."""
 
@@ -258,6 +288,7 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     timeline: TimelineConfig = field(default_factory=TimelineConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     adapters: Mapping[str, Any] = field(default_factory=dict, hash=False)  # filled at load from the given sections
 
     def section(self, name: str) -> Any:

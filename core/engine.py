@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 30.0
 
 
+async def open_store(config: Config) -> Store:
+    """The store the config asks for: PostgreSQL when [cluster] postgres_dsn is set, else SQLite in data_dir."""
+    if config.cluster.postgres_dsn:
+        from core.pgstore import PostgresStore
+
+        return await PostgresStore.open(config.cluster.postgres_dsn)
+    return await SqliteStore.open(Path(config.data_dir) / "shira.db")
+
+
 class Engine:
     """Holds the parts of one running core; handle() is the only thing adapters and the CLI call."""
 
@@ -75,7 +84,7 @@ class Engine:
         """
         async with AsyncExitStack() as stack:
             data = Path(config.data_dir)
-            store = await SqliteStore.open(data / "shira.db")
+            store = await open_store(config)
             stack.push_async_callback(store.close)
             engine = cls(config, store, FileStore(data / "files"), IndexSet(data / "index", config.index), metrics)
             await engine.library.load_indexes()

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from core.changes import ChangeSet
 from core.config import IndexConfig
 from core.speedups import cpu_flags
 
@@ -160,22 +161,34 @@ class IndexSet:
 
     def try_load(self, space: str, revision: int, count: int) -> bool:
         """Load a saved index if it matches the store exactly; False if missing or stale."""
+        if self.load_saved(space, revision) == revision and len(self.entries[space].index) == count:
+            return True
+        self.forget(space)
+        return False
+
+    def load_saved(self, space: str, newest: int) -> int | None:
+        """Load a space's saved index, whatever revision up to newest it reflects; that revision, or None if unusable.
+
+        An older one is kept loaded for the caller to catch up from the store's change log.
+        """
         index_path, meta_path = self._paths(space)
         try:
             meta = json.loads(meta_path.read_text())
-            if (meta["space"], meta["revision"], meta["count"]) != (space, revision, count):
-                log.info("index for %s is stale (saved rev %s, store rev %s)", space, meta.get("revision"), revision)
-                return False
+            revision, count = int(meta["revision"]), int(meta["count"])
+            if meta["space"] != space or revision > newest:
+                return None
+            if revision != newest:
+                log.info("index for %s is behind (saved rev %d, store rev %d)", space, revision, newest)
             if self.dim is not None and meta["dim"] != self.dim:
-                return False
+                return None
             index = FaissIndex.load(index_path, meta["kind"], meta["dim"], self.config)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             log.info("no usable saved index for %s (%s)", space, exc)
-            return False
+            return None
         if len(index) != count:
-            return False
+            return None
         self.entries[space] = _Entry(index, revision, meta.get("trained_size", count))
-        return True
+        return revision
 
     def rebuild(self, space: str, ids: np.ndarray, vectors: np.ndarray, revision: int) -> None:
         """Build a space's index from the store's vectors."""
@@ -229,6 +242,29 @@ class IndexSet:
         entry.revision = revision
         entry.dirty = True
         return True
+
+    def catch_up(self, space: str, changes: ChangeSet) -> bool:
+        """Apply what the store's change log says happened since this index's revision; False if out of step.
+
+        Out of step (or grown past its kind, or not matching the store's count after) means the caller rebuilds.
+        """
+        entry = self.entries.get(space)
+        if entry is None or entry.revision != changes.since:
+            return False
+        if len(changes.removed):
+            entry.index.remove(changes.removed)
+        if len(changes.added):
+            if changes.vectors.shape[1] != entry.index.dim:
+                return False
+            entry.index.add(changes.added, changes.vectors)
+        entry.revision = changes.revision
+        entry.dirty = True
+        if len(entry.index) != changes.count:
+            log.warning(
+                "index for %s has %d vectors after catching up, the store %d", space, len(entry.index), changes.count
+            )
+            return False
+        return not self.needs_rebuild(space)
 
     def needs_rebuild(self, space: str) -> bool:
         """True when a space has outgrown its index kind or its IVF training."""

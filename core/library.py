@@ -50,20 +50,32 @@ class Library:
     # ----------------------------------------------------------------- indexes
 
     async def load_indexes(self) -> None:
-        """Load each space's saved index, rebuilding any that is missing or stale."""
+        """Load each space's saved index, catching up one that is behind, rebuilding one that is missing."""
         async with self._lock:
             for space in await self.store.spaces():
-                revision, count = await self.store.revision(space), await self.store.count(space)
-                if not self.indexes.try_load(space, revision, count):
+                if self.indexes.load_saved(space, await self.store.revision(space)) is None:
                     await self._rebuild(space)
+                else:
+                    await self._catch_up(space)
 
     async def ensure_index(self, space: str) -> None:
-        """Bring a space's index up to the store, rebuilding it if another process changed the space."""
+        """Bring a space's index up to the store: another process may have changed the space."""
         if self.indexes.revision(space) == await self.store.revision(space):
             return
         async with self._lock:
             if self.indexes.revision(space) != await self.store.revision(space):
-                await self._rebuild(space)
+                await self._catch_up(space)
+
+    async def _catch_up(self, space: str) -> None:
+        """Apply the store's change log to a loaded index; rebuild when there is none or the log can't tell."""
+        revision = self.indexes.revision(space)
+        if revision is not None:
+            changes = await self.store.changes_since(space, revision)
+            if changes is not None and self.indexes.catch_up(space, changes):
+                if changes.revision != revision:
+                    log.info("caught %s up from rev %d to %d", space, revision, changes.revision)
+                return
+        await self._rebuild(space)
 
     async def _rebuild(self, space: str) -> None:
         """Rebuild from one consistent read of the space (caller holds the lock)."""
@@ -125,8 +137,9 @@ class Library:
         try:
             if space not in self.indexes.entries:
                 await self._rebuild(space)  # includes the change
-                return
-            if not step() or self.indexes.needs_rebuild(space):
+            elif not step():  # another process changed the space since: the log has its changes and this one
+                await self._catch_up(space)
+            elif self.indexes.needs_rebuild(space):
                 await self._rebuild(space)
         except Exception:
             log.exception("index update of %s failed after commit (rev %d); it will be rebuilt", space, change.revision)

@@ -124,4 +124,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX IF NOT EXISTS queries_created ON queries(created_at);
     """,
+    # v6: the change log (core/changes.py): one entry per revision of a space, so an index catches up incrementally.
+    """
+    CREATE TABLE IF NOT EXISTS changes (
+        space_id INTEGER NOT NULL REFERENCES spaces(id) ON DELETE CASCADE,
+        revision INTEGER NOT NULL,
+        sample_id INTEGER NOT NULL,
+        op TEXT NOT NULL CHECK (op IN ('add', 'remove', 'reset')),
+        PRIMARY KEY (space_id, revision)
+    ) WITHOUT ROWID;
+    """,
 )

@@ -16,6 +16,8 @@ from typing import Protocol
 import aiosqlite
 import numpy as np
 
+from core import changes
+from core.changes import ChangeSet
 from core.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,8 @@ def fts_text(value: str) -> str:
 class Store(Protocol):
     """What the engine needs from a metadata store; SqliteStore is the embedded default.
 
-    Another backend (say, PostgreSQL for several machines) implements these and nothing else.
+    core.pgstore.PostgresStore, for several processes on several machines, implements these and nothing else.
+    Every revision of a space has one change log entry (core/changes.py), which changes_since reads back.
     """
 
     async def close(self) -> None: ...
@@ -147,6 +150,7 @@ class Store(Protocol):
     async def save_query(self, query_id: str, query: SavedQuery) -> None: ...
     async def load_query(self, query_id: str) -> SavedQuery | None: ...
     async def rename_space(self, old: str, new: str) -> int: ...
+    async def changes_since(self, space: str, revision: int) -> ChangeSet | None: ...
 
 
 class SqliteStore:
@@ -291,7 +295,7 @@ class SqliteStore:
                 await db.execute(
                     "INSERT INTO fingerprints (sample_id, data) VALUES (?, ?)", (sample_id, sample.fingerprint)
                 )
-            revision = await self._bump(db, space_id)
+            revision = await self._bump(db, space_id, sample_id, changes.ADD)
         return Change(sample_id, revision, sample.sha256)
 
     async def find_by_sha(self, space: str, sha256: str) -> int | None:
@@ -345,7 +349,7 @@ class SqliteStore:
                 return None
             await db.execute("DELETE FROM samples_fts WHERE rowid = ?", (sample_id,))
             await db.execute("DELETE FROM samples WHERE id = ?", (sample_id,))
-            revision = await self._bump(db, row["space_id"])
+            revision = await self._bump(db, row["space_id"], sample_id, changes.REMOVE)
         return Change(sample_id, revision, str(row["sha256"]))
 
     async def sweep(self, shas: Iterable[str], delete: Callable[[set[str]], Awaitable[None]]) -> set[str]:
@@ -386,10 +390,49 @@ class SqliteStore:
         return int(row["revision"])  # type: ignore[index]
 
     @staticmethod
-    async def _bump(db: aiosqlite.Connection, space_id: int) -> int:
-        """Increment a space's revision inside the current transaction and return the new value."""
+    async def _bump(db: aiosqlite.Connection, space_id: int, sample_id: int, op: str) -> int:
+        """Increment a space's revision inside the current transaction, log the change, return the new revision."""
         await db.execute("UPDATE spaces SET revision = revision + 1 WHERE id = ?", (space_id,))
-        return await SqliteStore._revision_of(db, space_id)
+        revision = await SqliteStore._revision_of(db, space_id)
+        await db.execute(
+            "INSERT INTO changes (space_id, revision, sample_id, op) VALUES (?, ?, ?, ?)",
+            (space_id, revision, sample_id, op),
+        )
+        if revision % changes.TRIM_EVERY == 0:
+            await db.execute(
+                "DELETE FROM changes WHERE space_id = ? AND revision <= ?", (space_id, revision - changes.KEEP)
+            )
+        return revision
+
+    async def changes_since(self, space: str, revision: int) -> ChangeSet | None:
+        """What changed in a space after revision, read in one transaction; None if the log no longer tells."""
+        async with self._lock:
+            await self.db.execute("BEGIN")
+            try:
+                row = await (
+                    await self.db.execute("SELECT id, revision FROM spaces WHERE key = ?", (space,))
+                ).fetchone()
+                if row is None:
+                    return None
+                space_id, current = int(row["id"]), int(row["revision"])
+                entries = await (
+                    await self.db.execute(
+                        "SELECT revision, sample_id, op FROM changes WHERE space_id = ? AND revision > ?"
+                        " ORDER BY revision",
+                        (space_id, revision),
+                    )
+                ).fetchall()
+                effect = changes.net_effect(((r[0], r[1], r[2]) for r in entries), revision, current)
+                if effect is None:
+                    return None
+                removed, added = effect
+                found = await self.sample_vectors(added)
+                count = await self.count(space)
+            finally:
+                await self.db.execute("COMMIT")
+        kept = [i for i in added if i in found]
+        vectors = np.stack([found[i] for i in kept]) if kept else np.zeros((0, 0), np.float32)
+        return ChangeSet(revision, current, np.array(removed, np.int64), np.array(kept, np.int64), vectors, count)
 
     async def sha_in_use(self, sha256: str) -> bool:
         """Whether any sample in any space still refers to this file."""
@@ -658,7 +701,7 @@ class SqliteStore:
             target = await (await db.execute("SELECT id FROM spaces WHERE key = ?", (new,))).fetchone()
             if target is None:
                 await db.execute("UPDATE spaces SET key = ? WHERE id = ?", (new, old_id))
-                await self._bump(db, old_id)
+                await self._bump(db, old_id, 0, changes.RESET)
                 moved = await (
                     await db.execute("SELECT count(*) AS n FROM samples WHERE space_id = ?", (old_id,))
                 ).fetchone()
@@ -680,7 +723,7 @@ class SqliteStore:
                     "DELETE FROM samples_fts WHERE rowid IN (SELECT id FROM samples WHERE space_id = ?)", (old_id,)
                 )
                 await db.execute("DELETE FROM spaces WHERE id = ?", (old_id,))  # cascades to copies left behind
-                await self._bump(db, new_id)
+                await self._bump(db, new_id, 0, changes.RESET)
         self._space_ids.pop(old, None)
         self._space_ids.pop(new, None)
         return count

@@ -6,13 +6,14 @@ import dataclasses
 import ipaddress
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from adapters.registry import load_config
-from core.config import Config, ModelConfig
+from core.config import ClusterConfig, Config, ModelConfig
+from core.store import Store
 from tests.support.tiny_clap import build_tiny_clap
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -88,3 +89,56 @@ async def engine(config: Config) -> AsyncIterator[object]:
 
     async with Engine.open(config) as opened:
         yield opened
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server for the session (a DSN without a database); skipped where there is none.
+
+    With SHIRA_REQUIRE_SERVERS=1 (set by .ci/run) a server that can't be had fails the tests instead.
+    """
+    from tests.support.postgres_server import ServerUnavailable, server
+
+    try:
+        with server() as dsn:
+            yield dsn
+    except ServerUnavailable as exc:
+        if os.environ.get("SHIRA_REQUIRE_SERVERS") == "1":
+            pytest.fail(f"PostgreSQL is required here (SHIRA_REQUIRE_SERVERS=1): {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database of its own for one test."""
+    from tests.support.postgres_server import create_database, drop_database, run_async
+
+    dsn = run_async(create_database(postgres_server))
+    yield dsn
+    run_async(drop_database(dsn))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which store a test runs on: every test using it runs on both, with the same assertions."""
+    return str(request.param)
+
+
+@pytest.fixture
+def backend_config(backend: str, request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: Path) -> Config:
+    """The config fixture's Config, on the backend's store (a fresh PostgreSQL database for postgres)."""
+    config = make_config(tmp_path / "data", tiny_model_dir)
+    if backend == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")
+        config = dataclasses.replace(config, cluster=ClusterConfig(postgres_dsn=dsn))
+    return config
+
+
+@pytest.fixture
+async def store(backend_config: Config) -> AsyncIterator[Store]:
+    """An open store on the backend (SQLite in the data dir, or PostgreSQL)."""
+    from core.engine import open_store
+
+    opened = await open_store(backend_config)
+    yield opened
+    await opened.close()

@@ -30,6 +30,12 @@ def req(command: Command, text: str = "", audio: tuple[AudioRef, ...] = (), user
 
 
 @pytest.fixture
+def config(backend_config: Config) -> Config:
+    """The tests here that take config (or engine) run on both stores, SQLite and PostgreSQL, with the same asserts."""
+    return backend_config
+
+
+@pytest.fixture
 def sounds(tmp_path: Path) -> dict[str, Path]:
     d = tmp_path / "sounds"
     d.mkdir()
@@ -263,7 +269,10 @@ async def test_restart_gives_the_same_results(config: Config, sounds: dict[str, 
     assert [h.sample_id for h in similar_before.hits] == [h.sample_id for h in similar_after.hits]
 
 
-async def test_stale_index_is_rebuilt_from_the_store(config: Config, sounds: dict[str, Path]) -> None:
+async def test_stale_index_is_rebuilt_from_the_store(
+    tmp_path: Path, tiny_model_dir: Path, sounds: dict[str, Path]
+) -> None:
+    config = make_config(tmp_path / "data", tiny_model_dir)  # SQLite: a row is deleted behind the store's back
     async with Engine.open(config, warm_labels=False) as engine:
         ids = await add_all(engine, sounds)
     # Simulate a crash after a commit the saved index never saw: delete a row behind the index's back.
@@ -316,7 +325,7 @@ async def test_two_processes_on_one_library_stay_in_step(config: Config, sounds:
     async with Engine.open(config, warm_labels=False) as server, Engine.open(config, warm_labels=False) as importer:
         mine = await server.ingest.add("lib", sounds["tone"].read_bytes(), "tone.wav")
         theirs = await importer.ingest.add("lib", sounds["noise"].read_bytes(), "noise.mp3")
-        later = await server.ingest.add("lib", sounds["click"].read_bytes(), "click.wav")  # out of step: rebuilt
+        later = await server.ingest.add("lib", sounds["click"].read_bytes(), "click.wav")  # out of step: caught up
         hits, _ = await server.searcher.search_text(("lib",), "noise", 10)
         assert {h.sample_id for h in hits} == {mine.sample_id, theirs.sample_id, later.sample_id}
         await importer.library.remove("lib", mine.sample_id)
