@@ -32,11 +32,12 @@ from pydantic import (
 DEFAULT_MODEL = "laion/larger_clap_music_and_speech"
 MB = 1024 * 1024
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
-SECRET_KEYS = frozenset({"token", "webhook_secret", "postgres_dsn"})  # their values are never repeated in error messages
+SECRET_KEYS = frozenset({"token", "webhook_secret", "postgres_dsn"})  # values never repeated in errors
 CORE_ENV = {  # environment variable -> key path
     "SHIRA_DATA_DIR": ("data_dir",),
     "SHIRA_MODEL": ("model", "id"),
     "SHIRA_POSTGRES_DSN": ("cluster", "postgres_dsn"),
+    "SHIRA_FRONTEND_NAME": ("cluster", "frontend_name"),
 }
 
 
@@ -260,6 +261,7 @@ class ClusterConfig:
     __pydantic_config__ = SECTION
 
     postgres_dsn: PostgresDsn = ""  # postgresql://user:password@host:port/database; empty: SQLite in data_dir
+    frontend_name: Str = ""  # this frontend's stable name: it replays what it journaled; distinct per process
 
 
 @dataclass(frozen=True)

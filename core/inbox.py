@@ -162,15 +162,16 @@ class SqliteInbox:
 class PostgresInbox:
     """The Inbox on PostgreSQL: SqliteInbox's table and meaning; each commit is durable (synchronous_commit)."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, owner: str = "") -> None:
         self.pool = pool
         self.dsn = dsn
+        self.owner = owner  # this frontend's name: pending() replays only what it journaled itself
         self._marks = 0
         self.backlog = 0
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, dsn: str) -> AsyncIterator[PostgresInbox]:
+    async def open(cls, dsn: str, owner: str = "") -> AsyncIterator[PostgresInbox]:
         """Open the inbox of a database the store has already migrated; closed on the way out."""
         from core.config import masked_url
         from core.pgstore import connect_pool
@@ -179,7 +180,7 @@ class PostgresInbox:
         try:
             if await pool.fetchval("SELECT to_regclass('inbox')") is None:
                 raise InboxError(f"{masked_url(dsn)} has no inbox table; open the store first, it migrates the schema")
-            inbox = cls(pool, dsn)
+            inbox = cls(pool, dsn, owner)
             await inbox.prune()
             await inbox._count()
             yield inbox
@@ -193,13 +194,14 @@ class PostgresInbox:
         now = time.time()
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "INSERT INTO inbox (platform, key, received_at, payload)"
-                " SELECT $1, k, $2, p FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS u(k, p, n) ORDER BY n"
-                " ON CONFLICT (platform, key) DO NOTHING RETURNING key",
+                "INSERT INTO inbox (platform, key, received_at, payload, owner)"
+                " SELECT $1, k, $2, p, $5 FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS u(k, p, n)"
+                " ORDER BY n ON CONFLICT (platform, key) DO NOTHING RETURNING key",
                 platform,
                 now,
                 list(items),
                 [json.dumps(p, ensure_ascii=False, separators=(",", ":")) for p in items.values()],
+                self.owner,
             )
         fresh = {str(r["key"]) for r in rows}
         self.backlog += len(fresh)
@@ -228,9 +230,10 @@ class PostgresInbox:
         given_up: list[tuple[str, str]] = []
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                "SELECT key, received_at, payload, attempts FROM inbox WHERE platform = $1 AND state = 'pending'"
-                " ORDER BY received_at, seq FOR UPDATE",
+                "SELECT key, received_at, payload, attempts FROM inbox"
+                " WHERE platform = $1 AND state = 'pending' AND owner = $2 ORDER BY received_at, seq FOR UPDATE",
                 platform,
+                self.owner,
             )
             for row in rows:
                 key, attempts = str(row["key"]), int(row["attempts"])
@@ -271,7 +274,7 @@ class PostgresInbox:
 async def open_inbox(config: Config) -> AsyncIterator[SqliteInbox | PostgresInbox]:
     """The inbox next to the store the config asks for (PostgreSQL when [cluster] postgres_dsn is set)."""
     if config.cluster.postgres_dsn:
-        async with PostgresInbox.open(config.cluster.postgres_dsn) as pg:
+        async with PostgresInbox.open(config.cluster.postgres_dsn, config.cluster.frontend_name) as pg:
             yield pg
     else:
         async with SqliteInbox.open(Path(config.data_dir) / "shira.db") as sqlite:

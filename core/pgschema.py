@@ -106,6 +106,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (space_id, revision)
     );
     """,
+    # v2: the frontend that journaled a request is the one that replays it (several share one inbox)
+    """
+    ALTER TABLE inbox ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 # The tables migrate copies and checks, parents before children: (name, columns, primary key)

@@ -4,6 +4,7 @@ attempts counted, pruned."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -17,10 +18,11 @@ from typing import Any
 import pytest
 
 from core import inbox as inbox_module
-from core.config import Config
+from core.config import ClusterConfig, Config
 from core.engine import open_store
 from core.inbox import MAX_ATTEMPTS, InboxError, PostgresInbox, SqliteInbox
 from core.store import MIGRATIONS, SqliteStore
+from tests.conftest import make_config
 from tests.support.postgres_server import run_async
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,3 +224,18 @@ async def test_a_postgres_database_the_store_never_migrated_has_no_inbox(postgre
     with pytest.raises(InboxError, match="open the store first"):
         async with PostgresInbox.open(postgres_dsn):
             pass
+
+
+async def test_frontends_sharing_a_postgres_inbox_replay_only_their_own(
+    postgres_dsn: str, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    config = make_config(tmp_path, tiny_model_dir)
+    store = await open_store(dataclasses.replace(config, cluster=ClusterConfig(postgres_dsn=postgres_dsn)))
+    await store.close()
+    async with PostgresInbox.open(postgres_dsn, "fe1") as one, PostgresInbox.open(postgres_dsn, "fe2") as two:
+        assert await one.record("telegram", {"1": {"n": 1}}) == {"1"}
+        assert await two.record("telegram", {"1": {"n": 1}, "2": {"n": 2}}) == {"2"}  # one journaled update 1
+        assert [e.key for e in await one.pending("telegram")] == ["1"]
+        assert [e.key for e in await two.pending("telegram")] == ["2"]
+    async with PostgresInbox.open(postgres_dsn, "fe1") as restarted:  # the same frontend, after a restart
+        assert [e.key for e in await restarted.pending("telegram")] == ["1"]
