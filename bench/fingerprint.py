@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from core.importer import walk
 
 from bench.machine import INTERESTING_FLAGS, _cpuinfo
+from bot.importer import walk
 from core import audio
 from core import fingerprint as fpr
 

@@ -205,19 +205,30 @@ def _shifts() -> list[int]:
     return [round((i + 0.5 - QUERY_SHIFTS / 2) * HOP / QUERY_SHIFTS) for i in range(QUERY_SHIFTS)]
 
 
-_MAGIC = b"SFP1"
+# The parameters' version, the digit after "SFP" in a blob's header: hashes made with other parameters don't
+# line up with a query's, so a blob of another version counts as missing and the backfill fingerprints it again.
+# 1: up to 2026-12-02 (issue #12's first measurement).
+VERSION = 2
+HEADER = b"SFP" + str(VERSION).encode()
+
+
+def is_current(blob: bytes) -> bool:
+    """Whether a stored blob was made with this version's parameters."""
+    return blob[:4] == HEADER
 
 
 def to_blob(fp: Fingerprint) -> bytes:
-    """Serialise a fingerprint: magic, count, then little-endian uint32 hashes and times."""
+    """Serialise a fingerprint: header (with the version), count, then little-endian uint32 hashes and times."""
     n = len(fp.hashes)
-    return _MAGIC + struct.pack("<I", n) + fp.hashes.astype("<u4").tobytes() + fp.times.astype("<u4").tobytes()
+    return HEADER + struct.pack("<I", n) + fp.hashes.astype("<u4").tobytes() + fp.times.astype("<u4").tobytes()
 
 
 def from_blob(blob: bytes) -> Fingerprint:
-    """Read a fingerprint written by to_blob."""
-    if blob[:4] != _MAGIC or len(blob) < 8:
+    """Read a fingerprint written by to_blob with this version's parameters."""
+    if blob[:3] != HEADER[:3] or len(blob) < 8:
         raise ValueError("not a fingerprint blob")
+    if not is_current(blob):
+        raise ValueError(f"fingerprint blob of version {blob[3:4].decode(errors='replace')}, not {VERSION}")
     (n,) = struct.unpack_from("<I", blob, 4)
     if len(blob) != 8 + 8 * n:
         raise ValueError("truncated fingerprint blob")

@@ -145,6 +145,9 @@ def test_blob_round_trip_is_exact(library) -> None:
         fpr.from_blob(blob[:-1])
     with pytest.raises(ValueError):
         fpr.from_blob(b"nope" + blob[4:])
+    assert fpr.is_current(blob) and not fpr.is_current(b"SFP1" + blob[4:])
+    with pytest.raises(ValueError, match="version 1"):
+        fpr.from_blob(b"SFP1" + blob[4:])  # made with older parameters: its hashes would not line up
 
 
 def test_fingerprints_are_deterministic_and_bounded() -> None:
