@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -258,9 +259,10 @@ class _Segment:
 
 
 class FingerprintIndex:
-    """In-memory inverted index from landmark hash to (sample, anchor time), for one library."""
+    """In-memory inverted index from landmark hash to (sample, anchor time), for one library; thread-safe."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()  # match() may run in a worker thread while the loop adds or removes
         self._segments: list[_Segment] = []  # sizes decrease down the list; merged like a binary counter
         self._pending: list[_Segment] = []
         self._counts: dict[int, int] = {}  # live sample -> landmark count
@@ -277,17 +279,22 @@ class FingerprintIndex:
         """Index a sample's fingerprint (replacing any earlier one for the same id)."""
         if not 0 <= sample_id < 2**31:
             raise ValueError(f"sample id {sample_id} is outside 0..2**31-1")
-        if sample_id in self._counts:
-            self.remove(sample_id)
-        if sample_id in self._dead:
-            self._purge()
-        self._counts[sample_id] = len(fp.hashes)
-        if len(fp.hashes):
-            ids = np.full(len(fp.hashes), sample_id, np.int32)
-            self._pending.append(_Segment(fp.hashes.astype(np.uint32), ids, fp.times.astype(np.int32)))
+        with self._lock:
+            if sample_id in self._counts:
+                self._remove(sample_id)
+            if sample_id in self._dead:
+                self._purge()
+            self._counts[sample_id] = len(fp.hashes)
+            if len(fp.hashes):
+                ids = np.full(len(fp.hashes), sample_id, np.int32)
+                self._pending.append(_Segment(fp.hashes.astype(np.uint32), ids, fp.times.astype(np.int32)))
 
     def remove(self, sample_id: int) -> None:
         """Forget a sample; its postings are dropped at the next compaction."""
+        with self._lock:
+            self._remove(sample_id)
+
+    def _remove(self, sample_id: int) -> None:
         count = self._counts.pop(sample_id, None)
         if count is None:
             return
@@ -315,13 +322,15 @@ class FingerprintIndex:
 
     def match(self, query: Fingerprint, top: int = 5) -> list[Match]:
         """Library samples whose landmarks line up with the query's, most aligned votes first."""
-        self._flush()
-        if len(query.hashes) == 0 or not self._counts:
+        with self._lock:  # a snapshot: segments are never changed once made, only replaced
+            self._flush()
+            segments, dead, empty = list(self._segments), frozenset(self._dead), not self._counts
+        if len(query.hashes) == 0 or empty:
             return []
         order = np.argsort(query.hashes, kind="stable")
         qh, qt = query.hashes[order], query.times[order].astype(np.int64)
         found_pos, found_ids, found_deltas, base = [], [], [], 0
-        for seg in self._segments:
+        for seg in segments:
             lo = np.searchsorted(seg.hashes, qh, side="left")
             counts = np.searchsorted(seg.hashes, qh, side="right") - lo
             total = int(counts.sum())
@@ -339,8 +348,8 @@ class FingerprintIndex:
         by_pos = np.argsort(pos_all, kind="stable")
         once = by_pos[np.r_[True, pos_all[by_pos][1:] != pos_all[by_pos][:-1]]]
         ids, deltas = np.concatenate(found_ids)[once].astype(np.int64), np.concatenate(found_deltas)[once]
-        if self._dead:
-            live = ~np.isin(ids, np.fromiter(self._dead, np.int64, len(self._dead)))
+        if dead:
+            live = ~np.isin(ids, np.fromiter(dead, np.int64, len(dead)))
             ids, deltas = ids[live], deltas[live]
         if len(ids) == 0:
             return []

@@ -200,3 +200,28 @@ def test_a_long_sound_is_fingerprinted_block_by_block_with_the_same_result(monke
     assert sorted(zip(whole.hashes.tolist(), whole.times.tolist(), strict=True)) == sorted(
         zip(blocked.hashes.tolist(), blocked.times.tolist(), strict=True)
     )
+
+
+def test_matching_in_threads_while_samples_come_and_go(library) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, sounds = library
+    index = fpr.FingerprintIndex()
+    index.add(10, fpr.fingerprint(sounds[10]))
+    query = fpr.query_fingerprint(sounds[10][SR : 3 * SR])
+    churn = {i: fpr.fingerprint(sounds[i]) for i in range(11, 18)}
+
+    def look(_: int) -> int | None:
+        found = fpr.decide(index.match(query))
+        return found.sample_id if found else None
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = pool.map(look, range(64))
+        for _round in range(5):  # each add and removal flushes, merges or compacts segments under the readers
+            for sample_id, fp in churn.items():
+                index.add(sample_id, fp)
+            for sample_id in churn:
+                index.remove(sample_id)
+        found = list(answers)
+    assert found == [10] * 64
+    assert len(index) == 1 and look(0) == 10
