@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from core.importer import walk
 
 from bench.machine import INTERESTING_FLAGS, _cpuinfo
+from bot.importer import walk
 from core import audio
 from core import fingerprint as fpr
 
@@ -458,6 +459,13 @@ def _cpu() -> str:
     return f"{model} ({', '.join(found) if found else 'no avx2/avx512/amx flags'})"
 
 
+def _load() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
 def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
@@ -486,6 +494,7 @@ class Facts:
     mb_per_hour: float
     filler_mb_per_hour: float
     landmarks_per_second: float
+    load: str  # 1-minute load averages at the start and end of the run
 
 
 def _package(sound: Sound) -> str:
@@ -559,7 +568,8 @@ def report(f: Facts, pos: list[Outcome], neg: list[Outcome], big: list[Outcome],
         "## Exact identification (landmark fingerprints)",
         "",
         f"Produced by **`{f.command}`** on {f.date}, taking {f.minutes:.1f} min. CPU: {_cpu()}; "
-        "one process, numpy/scipy single-threaded.",
+        f"one process, numpy/scipy single-threaded; load average {f.load} (start, end), so latencies and speeds "
+        "are upper bounds when it exceeds the core count.",
         "",
         f"Library: {f.library} sounds, {f.library_hours * 60:.1f} min of audio (Debian `hydrogen-drumkits` "
         f"without the kits {', '.join(HOLDOUT_KITS)}, plus `lmms-common` samples; {f.failed} files did not "
@@ -656,7 +666,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="the RESULTS.md to write the section into")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    began = time.monotonic()
+    began, load = time.monotonic(), _load()
     library_sounds, held_out, failed, copies = load_corpus()
     if args.quick:
         library_sounds, held_out = library_sounds[::4], held_out[::3]
@@ -701,6 +711,7 @@ def main() -> None:
         mb_per_hour=library.blob_bytes / library.seconds * 3600 / audio.MB,
         filler_mb_per_hour=filler_bytes / filler_seconds * 3600 / audio.MB,
         landmarks_per_second=postings / library.seconds,
+        load=f"{load} / {_load()} on {os.cpu_count()} cores",
     )
     text = report(facts, pos, neg, big, library.sounds)
     print(text)

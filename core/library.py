@@ -162,11 +162,11 @@ class Library:
         return unused
 
     async def backfill_prints(self, batch: int = 32) -> int:
-        """Fingerprint samples stored before fingerprints existed; resumable (each is committed on its own)."""
-        from core.fingerprint import Fingerprint, fingerprint, to_blob
+        """Fingerprint samples stored before fingerprints (or their parameters' version) existed; resumable."""
+        from core.fingerprint import HEADER, Fingerprint, fingerprint, to_blob
 
         done = 0
-        while rows := await self.store.without_fingerprints(batch):
+        while rows := await self.store.without_fingerprints(batch, HEADER):
             for row in rows:
                 try:
                     original = self.files.path(row.sha256, row.ext)

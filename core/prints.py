@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 class _Entry:
     index: FingerprintIndex
     revision: int  # the space's revision the index reflects
-    count: int  # fingerprints it holds (a backfill adds some without changing the revision)
+    count: int  # fingerprints the store holds for it (a backfill adds some without changing the revision)
+    stale: set[int] = field(default_factory=set)  # samples whose stored blob is of older parameters: not indexed
 
 
 class PrintSet:
@@ -28,13 +29,16 @@ class PrintSet:
         return entry is not None and (entry.revision, entry.count) == (revision, count)
 
     def rebuild(self, space: str, revision: int, rows: list[tuple[int, bytes]]) -> None:
-        """Build a space's index from the store's fingerprint blobs."""
-        from core.fingerprint import FingerprintIndex, from_blob
+        """Build a space's index from the store's fingerprint blobs (older parameters' wait for the backfill)."""
+        from core.fingerprint import FingerprintIndex, from_blob, is_current
 
-        index = FingerprintIndex()
+        index, stale = FingerprintIndex(), set()
         for sample_id, blob in rows:
-            index.add(sample_id, from_blob(blob))
-        self.entries[space] = _Entry(index, revision, len(rows))
+            if is_current(blob):
+                index.add(sample_id, from_blob(blob))
+            else:
+                stale.add(sample_id)
+        self.entries[space] = _Entry(index, revision, len(rows), stale)
 
     def add(self, space: str, sample_id: int, fp: Fingerprint, revision: int) -> bool:
         """Apply one committed addition; False if the index is out of step (the caller rebuilds)."""
@@ -56,9 +60,14 @@ class PrintSet:
         return True
 
     def backfilled(self, space: str, sample_id: int, fp: Fingerprint) -> None:
-        """Apply a fingerprint stored for an older sample (no revision change)."""
+        """Apply a fingerprint stored for an older sample, or in place of a stale one (no revision change)."""
         entry = self.entries.get(space)
-        if entry is not None and sample_id not in entry.index:
+        if entry is None:
+            return
+        if sample_id in entry.stale:
+            entry.stale.discard(sample_id)
+            entry.index.add(sample_id, fp)
+        elif sample_id not in entry.index:
             entry.index.add(sample_id, fp)
             entry.count += 1
 

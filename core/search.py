@@ -126,7 +126,7 @@ class Searcher:
         for space in spaces:
             await self.library.ensure_prints(space)
         query = await asyncio.to_thread(query_fingerprint, samples[: int(EXACT_QUERY_SECONDS * rate)], rate)
-        found = decide(self.library.prints.match(spaces, query))
+        found = decide(await asyncio.to_thread(self.library.prints.match, spaces, query))
         if found is None:
             return None
         row = await self.store.get_sample(found.sample_id)

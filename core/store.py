@@ -135,7 +135,7 @@ class Store(Protocol):
     async def fingerprints(self, space: str) -> tuple[int, list[tuple[int, bytes]]]: ...
     async def set_fingerprint(self, sample_id: int, data: bytes) -> bool: ...
     async def fingerprint_count(self, space: str) -> int: ...
-    async def without_fingerprints(self, limit: int) -> list[SampleRow]: ...
+    async def without_fingerprints(self, limit: int, current: bytes = b"") -> list[SampleRow]: ...
     async def segments(self, ids: list[int]) -> dict[int, list[tuple[float, float, np.ndarray]]]: ...
     async def lexical(self, spaces: list[str], query: str, limit: int) -> list[int]: ...
     async def file_ids(self, ids: list[int], platform: str) -> dict[int, str]: ...
@@ -490,13 +490,13 @@ class SqliteStore:
         ).fetchone()
         return int(row["n"])  # type: ignore[index]
 
-    async def without_fingerprints(self, limit: int) -> list[SampleRow]:
-        """Samples stored before fingerprints existed, oldest first."""
+    async def without_fingerprints(self, limit: int, current: bytes = b"") -> list[SampleRow]:
+        """Samples with no fingerprint or one not beginning with current (older parameters), oldest first."""
         rows = await (
             await self.db.execute(
                 "SELECT s.id FROM samples s LEFT JOIN fingerprints f ON f.sample_id = s.id"
-                " WHERE f.sample_id IS NULL ORDER BY s.id LIMIT ?",
-                (limit,),
+                " WHERE f.sample_id IS NULL OR substr(f.data, 1, ?) != ? ORDER BY s.id LIMIT ?",
+                (len(current), current, limit),
             )
         ).fetchall()
         found = await self.get_samples([int(r["id"]) for r in rows])

@@ -145,6 +145,9 @@ def test_blob_round_trip_is_exact(library) -> None:
         fpr.from_blob(blob[:-1])
     with pytest.raises(ValueError):
         fpr.from_blob(b"nope" + blob[4:])
+    assert fpr.is_current(blob) and not fpr.is_current(b"SFP1" + blob[4:])
+    with pytest.raises(ValueError, match="version 1"):
+        fpr.from_blob(b"SFP1" + blob[4:])  # made with older parameters: its hashes would not line up
 
 
 def test_fingerprints_are_deterministic_and_bounded() -> None:
@@ -197,3 +200,60 @@ def test_a_long_sound_is_fingerprinted_block_by_block_with_the_same_result(monke
     assert sorted(zip(whole.hashes.tolist(), whole.times.tolist(), strict=True)) == sorted(
         zip(blocked.hashes.tolist(), blocked.times.tolist(), strict=True)
     )
+
+
+def test_matching_in_threads_while_samples_come_and_go(library) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, sounds = library
+    index = fpr.FingerprintIndex()
+    index.add(10, fpr.fingerprint(sounds[10]))
+    query = fpr.query_fingerprint(sounds[10][SR : 3 * SR])
+    churn = {i: fpr.fingerprint(sounds[i]) for i in range(11, 18)}
+
+    def look(_: int) -> int | None:
+        found = fpr.decide(index.match(query))
+        return found.sample_id if found else None
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = pool.map(look, range(64))
+        for _round in range(5):  # each add and removal flushes, merges or compacts segments under the readers
+            for sample_id, fp in churn.items():
+                index.add(sample_id, fp)
+            for sample_id in churn:
+                index.remove(sample_id)
+        found = list(answers)
+    assert found == [10] * 64
+    assert len(index) == 1 and look(0) == 10
+
+
+def hit(seed: int) -> np.ndarray:
+    """A drum-like hit of 2 s: a 5 ms noise burst and many resonances that ring and decay fast."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(2 * SR) / SR
+    y = np.zeros(2 * SR)
+    y[: SR // 200] = rng.standard_normal(SR // 200)
+    for f in rng.uniform(60, 3800, 30):
+        y += rng.uniform(0.2, 1.0) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) * np.exp(-t * rng.uniform(25, 60))
+    return (0.5 * y / np.abs(y).max()).astype(np.float32)
+
+
+def test_a_hit_is_identified_when_noise_buries_its_tail() -> None:
+    # Its peaks all sit in the onset frame: only pairs within that frame survive the noise.
+    index = fpr.FingerprintIndex()
+    hits = {i: hit(i) for i in range(12)}
+    for sample_id, x in hits.items():
+        index.add(sample_id, fpr.fingerprint(x))
+    for sample_id in (3, 7):
+        found = identify(index, with_noise(hits[sample_id], 10.0, seed=sample_id))
+        assert found is not None and found.sample_id == sample_id
+        assert abs(found.offset) <= fpr.FRAME_SECONDS
+
+
+def test_clicks_and_steps_have_no_peaks() -> None:
+    # A flat spectrum has no prominent peak, so clicks and hard edges don't match each other by chance.
+    clicks = np.zeros(3 * SR, np.float32)
+    clicks[:: SR // 7] = 0.8
+    steps = np.repeat(np.resize(np.array([0.5, -0.5], np.float32), 12), SR // 4)
+    assert len(fpr.fingerprint(clicks)) == 0 and len(fpr.query_fingerprint(clicks)) == 0
+    assert len(fpr.fingerprint(steps)) == 0

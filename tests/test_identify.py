@@ -16,7 +16,7 @@ import pytest
 from core.config import Config
 from core.engine import Engine
 from core.files import local_ref
-from core.fingerprint import FRAME_SECONDS
+from core.fingerprint import FRAME_SECONDS, HEADER
 from core.messages import Command, ReplyKind, Request
 from tests.library_checks import store_problems
 from tests.support.sounds import SR, encode
@@ -128,6 +128,37 @@ async def test_older_samples_are_fingerprinted_at_start(config: Config, tmp_path
     async with Engine.open(config, warm_labels=False) as engine:
         excerpt = encode(signal[2 * SR : 4 * SR], tmp_path / "q.wav")
         reply = await engine.handle(identify(excerpt))
+        assert reply.exact is not None and reply.exact.sample_id == sample_id, reply.text
+    assert store_problems(Path(config.data_dir)) == []
+
+
+async def test_prints_of_older_parameters_are_made_again(config: Config, tmp_path: Path) -> None:
+    signal = melody(6.0, seed=6)
+    async with Engine.open(config, warm_labels=False) as engine:
+        sample_id = (
+            await engine.ingest.add("s", encode(signal, tmp_path / "old.wav").read_bytes(), "old.wav")
+        ).sample_id
+    db = sqlite3.connect(Path(config.data_dir) / "shira.db")
+    (blob,) = db.execute("SELECT data FROM fingerprints WHERE sample_id = ?", (sample_id,)).fetchone()
+    assert blob[:4] == HEADER
+    db.execute("UPDATE fingerprints SET data = ?", (b"SFP1" + blob[4:],))  # as written with version 1's parameters
+    db.commit()
+    db.close()
+    async with Engine.open(config, model=False) as engine:
+        library = engine.library
+        await library.ensure_prints("s")
+        assert sample_id not in library.prints.entries["s"].index  # a stale print is not matched against
+        assert await library.backfill_prints() == 1
+        assert await library.backfill_prints() == 0  # resumable: nothing is done twice
+        assert sample_id in library.prints.entries["s"].index
+        # applied in place: the index is still in step with the store, so it isn't rebuilt
+        assert library.prints.fresh("s", await engine.store.revision("s"), await engine.store.fingerprint_count("s"))
+    db = sqlite3.connect(Path(config.data_dir) / "shira.db")
+    (again,) = db.execute("SELECT data FROM fingerprints WHERE sample_id = ?", (sample_id,)).fetchone()
+    db.close()
+    assert again[:4] == HEADER
+    async with Engine.open(config, warm_labels=False) as engine:
+        reply = await engine.handle(identify(encode(signal[2 * SR : 4 * SR], tmp_path / "q.wav")))
         assert reply.exact is not None and reply.exact.sample_id == sample_id, reply.text
     assert store_problems(Path(config.data_dir)) == []
 
