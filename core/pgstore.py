@@ -385,12 +385,14 @@ class PostgresStore:
             )
         )
 
-    async def without_fingerprints(self, limit: int) -> list[SampleRow]:
-        """Samples stored before fingerprints existed, oldest first."""
+    async def without_fingerprints(self, limit: int, current: bytes = b"") -> list[SampleRow]:
+        """Samples without a fingerprint, or with one that doesn't start with `current` (older parameters)."""
         rows = await self.pool.fetch(
             "SELECT s.id FROM samples s LEFT JOIN fingerprints f ON f.sample_id = s.id"
-            " WHERE f.sample_id IS NULL ORDER BY s.id LIMIT $1",
+            " WHERE f.sample_id IS NULL OR substring(f.data from 1 for $2) <> $3 ORDER BY s.id LIMIT $1",
             limit,
+            len(current),
+            current,
         )
         found = await self.get_samples([int(r["id"]) for r in rows])
         return [found[i] for i in sorted(found)]

@@ -61,6 +61,16 @@ async def test_add_get_segments_vectors(store: Store) -> None:
     assert await store.find_by_sha("b", "a" * 64) is None
 
 
+async def test_samples_needing_a_fingerprint_are_those_without_one_or_with_an_old_version(store: Store) -> None:
+    ids = [(await store.add_sample(sample("a", c * 64, f"{c}.wav"))).sample_id for c in "abc"]
+    assert [r.id for r in await store.without_fingerprints(10, b"SFP2")] == ids
+    assert await store.set_fingerprint(ids[0], b"SFP2 current")
+    assert await store.set_fingerprint(ids[1], b"SFP1 older parameters")
+    assert [r.id for r in await store.without_fingerprints(10, b"SFP2")] == ids[1:]
+    assert [r.id for r in await store.without_fingerprints(1, b"SFP2")] == ids[1:2]
+    assert [r.id for r in await store.without_fingerprints(10)] == ids[2:]  # no version asked: only missing ones
+
+
 async def test_same_file_once_per_space(store: Store) -> None:
     first = await store.add_sample(sample("a", "b" * 64, "x.wav"))
     await store.add_sample(sample("b", "b" * 64, "x.wav"))
