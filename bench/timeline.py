@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -65,6 +66,7 @@ DEMO = (
     ("wind chimes", "effects/wind_chimes01.ogg"),
 )
 DEMO_PAUSE = 3.0
+KEEP_SECONDS = 3600.0  # a measurement's result is reused for this long by a rerun with the same spec
 
 
 # ----------------------------------------------------------------------------------------- the recordings
@@ -287,6 +289,18 @@ async def child(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def kept_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """child(spec), or the same measurement's result if one finished in the last KEEP_SECONDS (a rerun resumes)."""
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    path = OUT / f"child-{digest}.json"
+    if path.exists() and time.time() - path.stat().st_mtime < KEEP_SECONDS:
+        log.info("%s %s: the result measured at %s", spec["kind"], spec["model_key"], time.ctime(path.stat().st_mtime))
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    result = asyncio.run(child(spec))
+    path.write_text(json.dumps(result), encoding="utf-8")
+    return result
+
+
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter and return its JSON."""
     log.info("fresh process: %s %s on %s", spec["kind"], spec["model_key"], Path(spec["input"]).name)
@@ -372,6 +386,15 @@ def section(r: dict[str, Any]) -> str:
     ratio = loaded.p95 / idle.p95
     p = r["params"]
     windows = 1 / p["hop_seconds"]
+    estimate = full["peak_sampled"] + tiny["peak"] - tiny["peak_sampled"]
+    decoded = s["loaded_audio_seconds"]
+    during = f"it decoded {decoded:.0f} s meanwhile" if decoded else "before its first batch of 32 windows was done"
+    over = (
+        f"Over the target, measured while other processes kept {r['other_cores']:.1f} of the 2 cores busy (idle "
+        f"p95 here {idle.p95:.0f} ms, against 38 ms on the quiet machine of the bulk-import row): how much of it a "
+        "timeline causes on a quiet machine is still to be measured."
+    )
+    verdict = "Within the target." if ratio <= 2 else over
     lines = [
         MARKERS[0],
         "## Sound-event timelines",
@@ -396,14 +419,22 @@ def section(r: dict[str, Any]) -> str:
         f"**{video['seconds_audio'] / video['wall']:.2f} s of audio per s** ({video['wall']:.0f} s wall) |",
         f"| text query p95 while a timeline runs / idle p95 | <= 2 | loaded p95 {loaded.p95:.1f} ms vs idle p95 "
         f"{idle.p95:.1f} ms = **{ratio:.2f}x** (n={len(idle.samples)} and {len(loaded.samples)}; p50 "
-        f"{idle.p50:.1f} vs {loaded.p50:.1f} ms; the timeline analysed {s['loaded_audio_seconds']:.0f} s meanwhile) |",
+        f"{idle.p50:.1f} vs {loaded.p50:.1f} ms) |",
         f"| peak RSS, 1-hour input, the tests' trained tiny CLAP, whole hour | reported | **{mib(tiny['peak'])}** "
-        f"(baseline "
-        f"{mib(tiny['baseline'])}, +{mib(tiny['peak'] - tiny['baseline'])}; {tiny['run']['wall']:.0f} s) |",
+        f"(baseline {mib(tiny['baseline'])}; during the analysis, read at every batch, at most "
+        f"{mib(tiny['peak_sampled'])}; {tiny['run']['wall']:.0f} s) |",
         f"| peak RSS, 1-hour input, full-size model, first {full['run']['seconds_audio'] / 60:.1f} min | reported | "
-        f"**{mib(full['peak'])}** (baseline {mib(full['baseline'])}, +{mib(full['peak'] - full['baseline'])}; RSS "
-        f"trend over the run's second half {rss_slope(full['run']):+.0f} MiB per hour of audio) |",
+        f"**{mib(full['peak'])}** (baseline {mib(full['baseline'])}; read at every batch, between "
+        f"{mib(min(m for _, m in full['run']['rss']))} and {mib(full['peak_sampled'])}) |",
+        f"| peak RSS, 1-hour input, full-size model, whole hour (estimate) | reported | **{mib(estimate)}**: the "
+        "full-size model's RSS during the analysis plus what the end of the hour added for the tiny model |",
         "",
+        f"- Baseline: settled RSS after the engine opened, embedded the vocabulary and made a 20-s timeline. Peak: "
+        "the kernel's high-water mark (VmHWM) from then on. RSS stays flat while the hour is analysed; the peak "
+        f"comes at its end ({mib(tiny['peak'] - tiny['peak_sampled'])} above the flat part for the tiny model), "
+        "when the whole (windows x labels) score matrix is calibrated, filtered and drawn: float64 copies of "
+        f"{7200 * s['vocabulary'] * 8 / MB:.0f} MiB each for an hour against the {s['vocabulary']}-label vocabulary, "
+        "so that part grows with the length and with the number of labels.",
         f"- The 1-hour input is a {r['hour_bytes'] / MB:.0f} MiB WAV (16 kHz mono 16-bit; decoding resamples to "
         "48 kHz). The door reads the whole file into memory before analysing it, so its bytes are part of both "
         "peaks; the decoded audio is not (ffmpeg streams 30 s chunks, in a child process outside these figures).",
@@ -416,11 +447,17 @@ def section(r: dict[str, Any]) -> str:
         "Everything else (a 30 s chunk, one batch of 32 windows, the model's working memory) is the same at "
         "minute 3 as at minute 60. Minutes analysed count decoded audio, which leads the embedded windows by at "
         "most one 30 s chunk.",
+        f"- The speed is the machine's share: other processes kept {r['other_cores']:.2f} of the 2 cores busy "
+        f"and the analysis got {ten['cpu'] / ten['wall']:.2f}. Per window it spent "
+        f"{ten['cpu'] / ten['seconds_audio'] / windows * 1000:.0f} CPU-ms; the optimisations table above has "
+        "142 ms of wall time per window with the same defaults on the quiet machine, which would make about "
+        f"{1 / (windows * 0.142):.1f} s of audio per second.",
         f"- At this speed a recording of `max_seconds` = {r['max_seconds'] / 3600:g} h takes about "
         f"{r['max_seconds'] / (ten['seconds_audio'] / ten['wall']) / 60:.0f} min; the door's deadline for a "
         f"timeline (`[limits] bulk_request_seconds`) is {r['bulk_request_seconds'] / 60:.0f} min.",
         "- Text queries are bench.interactive's: a warm 10k synthetic library, every query new, 50 ms apart; the "
-        "loaded ones start 2 s after the timeline does and it is stopped after them.",
+        "loaded ones start 2 s after a timeline of the 10-minute file does, and it is stopped after them "
+        f"({during}). {verdict}",
         "",
         "### The chart for one recording",
         "",
@@ -523,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
 
     return_large_buffers()  # as `shira` sets itself up
     if args.child:
-        print(json.dumps(asyncio.run(child(json.loads(args.child)))), flush=True)
+        print(json.dumps(kept_child(json.loads(args.child))), flush=True)
         return 0
     if args.report or args.charts:  # the last run's figures, from bench/out/timeline/result.json
         result = json.loads((OUT / "result.json").read_text(encoding="utf-8"))

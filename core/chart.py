@@ -134,9 +134,9 @@ def timeline_png(
 
     where = {int(column): r for r, column in enumerate(rows)}
     for event in found:
-        r = where.get(index[event.label])
-        if r is not None:
-            bottom = TOP + (r + 1) * ROW - 3
+        row = where.get(index[event.label])
+        if row is not None:
+            bottom = TOP + (row + 1) * ROW - 3
             left = min(x(event.start), WIDTH - RIGHT - MIN_EVENT)
             right = max(left + MIN_EVENT, x(event.end)) - 1
             draw.rectangle([left, bottom - EVENT_BAR + 1, right, bottom], EVENT)
