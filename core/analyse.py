@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+import threading
+from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ class Analyser:
         window = round(self.params.window_seconds * SAMPLE_RATE)
         hop = self.params.hop_seconds
         batch = max(1, int(BATCH_SECONDS / self.params.window_seconds))
-        chunks = decode_stream(source, self.limits, CHUNK_SECONDS)
+        chunks = DecoderChunks(decode_stream(source, self.limits, CHUNK_SECONDS))
         buffer, buffer_start, received, k = np.zeros(0, np.float32), 0, 0, 0
         pending: list[np.ndarray] = []
         done: list[np.ndarray] = []
@@ -83,7 +84,7 @@ class Analyser:
                     await progress(received / SAMPLE_RATE)
 
         try:
-            while (chunk := await asyncio.to_thread(_next, chunks)) is not None:
+            while (chunk := await asyncio.to_thread(chunks.next)) is not None:
                 buffer = np.concatenate([buffer, chunk])
                 received += len(chunk)
                 while k * hop + self.params.window_seconds <= received / SAMPLE_RATE + 1e-9 * hop:
@@ -106,5 +107,28 @@ class Analyser:
         return np.concatenate(done), duration
 
 
-def _next(chunks: Iterator[np.ndarray]) -> np.ndarray | None:
-    return next(chunks, None)
+class DecoderChunks:
+    """A decoder's chunks, read in a worker thread, that can be closed while a read is still running there."""
+
+    def __init__(self, chunks: Generator[np.ndarray, None, None]) -> None:
+        self._chunks = chunks
+        self._reading = threading.Lock()
+
+    def next(self) -> np.ndarray | None:
+        """The next chunk, or None at the end (blocks: call it in a thread)."""
+        with self._reading:
+            return next(self._chunks, None)
+
+    def close(self) -> None:
+        """Stop the decoder now, or, if a read is under way (a cancelled request), as soon as it returns."""
+        if self._reading.acquire(blocking=False):
+            try:
+                self._chunks.close()
+            finally:
+                self._reading.release()
+            return
+        threading.Thread(target=self._close_after_read, name="timeline-decoder-close", daemon=True).start()
+
+    def _close_after_read(self) -> None:
+        with self._reading:
+            self._chunks.close()

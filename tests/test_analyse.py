@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import tracemalloc
 import wave
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from core.analyse import DecoderChunks
 from core.config import Config
 from core.cues import parse_srt, parse_vtt
 from core.engine import Engine
@@ -129,3 +132,27 @@ async def test_an_interactive_search_overtakes_a_running_timeline(config: Config
         reply = await running
         assert reply.kind is ReplyKind.TIMELINE
     assert order.count("windows") > at + 1  # the timeline still had windows to go when the search was served
+
+
+def test_a_decoder_closed_mid_read_stops_once_the_read_returns() -> None:
+    """A request cancelled while its decoder thread is reading must not fail with 'generator already executing'."""
+    reading, release, closed = threading.Event(), threading.Event(), threading.Event()
+
+    def decoder() -> Generator[np.ndarray, None, None]:
+        try:
+            while True:
+                reading.set()
+                release.wait(10)
+                yield np.zeros(4, np.float32)
+        finally:
+            closed.set()
+
+    chunks = DecoderChunks(decoder())
+    reader = threading.Thread(target=chunks.next)
+    reader.start()
+    assert reading.wait(10)
+    chunks.close()  # the read is still under way: closing waits for it, in the background
+    assert not closed.is_set()
+    release.set()
+    reader.join(10)
+    assert closed.wait(10)
