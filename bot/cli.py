@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     command("console", "talk to the bot in this terminal", json_flag=False)
     command("run", "start the chat adapters the config enables", json_flag=False, space=False)
+    command("worker", "serve model jobs from Redis Streams ([cluster] redis_url)", json_flag=False, space=False)
     return parser
 
 
@@ -198,6 +199,20 @@ async def _run_command(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+async def _worker(config: Config) -> int:
+    """Serve the cluster's model jobs until SIGTERM or SIGINT, then drain."""
+    import signal
+
+    from core.worker import serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(config, stop)
+    return 0
+
+
 async def _timeline(args: argparse.Namespace, door: Door, ask: Request) -> None:
     """Run a timeline with a progress bar, write the files asked for, print the summary or the JSON."""
     import dataclasses as dc
@@ -244,12 +259,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"shira: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config, verbose=args.verbose, quiet=args.command != "run")
+    setup_logging(config, verbose=args.verbose, quiet=args.command not in ("run", "worker"))
     try:
         if args.command == "run":
             from bot.app import run_adapters
 
             return asyncio.run(run_adapters(config))
+        if args.command == "worker":
+            return asyncio.run(_worker(config))
         return asyncio.run(_run_command(args, config))
     except KeyboardInterrupt:
         return 130

@@ -32,8 +32,13 @@ from pydantic import (
 DEFAULT_MODEL = "laion/larger_clap_music_and_speech"
 MB = 1024 * 1024
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
-SECRET_KEYS = frozenset({"token"})  # their values are never repeated in error messages
-CORE_ENV = {"SHIRA_DATA_DIR": ("data_dir",), "SHIRA_MODEL": ("model", "id")}  # environment variable -> key path
+SECRET_KEYS = frozenset({"token", "redis_url"})  # their values are never repeated in error messages
+CORE_ENV = {  # environment variable -> key path
+    "SHIRA_DATA_DIR": ("data_dir",),
+    "SHIRA_MODEL": ("model", "id"),
+    "SHIRA_REDIS_URL": ("cluster", "redis_url"),
+}
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class ConfigError(ValueError):
@@ -68,6 +73,24 @@ def _directory(value: object) -> object:
     return value
 
 
+def _redis_url(value: str) -> str:
+    if value and not value.startswith(REDIS_SCHEMES):
+        raise ValueError(f"must be empty or start with {', '.join(REDIS_SCHEMES)}")
+    return value
+
+
+def masked(url: str) -> str:
+    """A server URL fit for messages and logs: any password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def _no_whitespace(value: str) -> str:
     if value != "".join(value.split()):
         raise ValueError("must not contain spaces or line breaks")
@@ -89,6 +112,7 @@ Token = Annotated[Str, AfterValidator(_no_whitespace)]
 Directory = Annotated[Path, BeforeValidator(_directory)]
 LogLevel = Annotated[Str, AfterValidator(_log_level)]
 LabelPrompt = Annotated[Str, AfterValidator(_label_prompt)]
+RedisUrl = Annotated[Str, AfterValidator(_redis_url)]
 
 # Every section class sets __pydantic_config__ = SECTION: unknown keys refused, no inf or nan.
 SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -233,6 +257,23 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Cluster mode: model workers (`shira worker`) behind Redis Streams; empty redis_url runs the model in-process."""
+
+    __pydantic_config__ = SECTION
+
+    redis_url: RedisUrl = ""  # redis://[:password@]host:port/db; empty: the in-process queue
+    key_prefix: Name = "shira"  # every Redis key starts with this and a colon (one cluster per prefix)
+    max_stream_length: Count = 1000  # jobs waiting or running per priority stream; beyond this, "busy"
+    result_timeout_seconds: Seconds = 120.0  # a chat job's deadline at the workers (bulk jobs: bulk_request_seconds)
+    claim_idle_seconds: Seconds = 30.0  # a job its worker stopped refreshing this long is taken over by another
+    heartbeat_seconds: Seconds = 2.0  # workers announce themselves this often; three missed beats: gone
+    connect_timeout_seconds: Seconds = 5.0  # reaching Redis at start; then "unreachable", never a hang
+    worker_max_jobs: Count = 32  # jobs one worker holds at once; its model batches are made from these
+    worker_drain_seconds: Annotated[Float, Field(ge=0)] = 20.0  # on SIGTERM, time to finish held jobs
+
+
+@dataclass(frozen=True)
 class Section:
     """A config section defined outside the core (an adapter's): its dataclass and its environment overrides."""
 
@@ -258,6 +299,7 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     timeline: TimelineConfig = field(default_factory=TimelineConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     adapters: Mapping[str, Any] = field(default_factory=dict, hash=False)  # filled at load from the given sections
 
     def section(self, name: str) -> Any:
@@ -457,6 +499,12 @@ def _cross_checks(config: Config) -> list[str]:
         problems.append(
             f"[model] hop_seconds must be at most window_seconds ({config.model.window_seconds:g}), "
             f"or parts of long sounds are never embedded (got {config.model.hop_seconds:g})"
+        )
+    cluster = config.cluster
+    if cluster.claim_idle_seconds < 3 * cluster.heartbeat_seconds:
+        problems.append(
+            "[cluster] claim_idle_seconds must be at least 3 heartbeat_seconds, or jobs of live workers are taken "
+            f"over (got {cluster.claim_idle_seconds:g} and {cluster.heartbeat_seconds:g})"
         )
     if config.search.k > config.search.max_k:
         problems.append(f"[search] k must be at most max_k ({config.search.max_k}) (got {config.search.k})")

@@ -42,8 +42,9 @@ DOOR_NAMES = {
     "core.cues": {"to_json"},
     "core.engine": {"Engine"},  # only the composition root in bot/ opens it
     "core.inbox": {"SqliteInbox"},  # likewise; adapters get it as the narrow Inbox protocol of core.messages
+    "core.worker": {"serve"},  # `shira worker`: the model worker's own composition root, in bot/ only
 }
-COMPOSITION_ROOT_ONLY = {"core.engine", "core.inbox"}
+COMPOSITION_ROOT_ONLY = {"core.engine", "core.inbox", "core.worker"}
 
 
 def _door_violations(path: Path) -> list[str]:

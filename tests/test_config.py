@@ -94,7 +94,7 @@ def test_unknown_keys_and_sections_are_refused_by_name(tmp_path: Path) -> None:
         == f"{path}: unknown section [telegrm] (did you mean telegram?)"
     )
     assert refusal(tmp_path, "[discord]\ntokn = 'x'\n") == f"{path}: [discord] unknown key tokn (did you mean token?)"
-    assert refusal(tmp_path, "colour = 'red'\n") == f"{path}: unknown key colour"
+    assert refusal(tmp_path, "flavour = 'red'\n") == f"{path}: unknown key flavour"
     assert refusal(tmp_path, "[adapters]\ntelegram = {}\n") == f"{path}: unknown section [adapters]"
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml", environ={})
