@@ -202,7 +202,6 @@ class StreamJobs:
         self.keys = Keys(config.cluster.key_prefix)
         self.name = process_name()
         self.reply = self.keys.reply(self.name)
-        self.duplicates = 0  # answers that came a second time (a job reclaimed after its answer was sent)
         self._add = client.register_script(ADD_BOUNDED)
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -368,7 +367,6 @@ class StreamJobs:
             return
         future = self._waiting.get(job_id)
         if future is None or future.done():
-            self.duplicates += future is not None
             log.debug("answer to job %s that nobody waits for (given up, or answered twice)", job_id)
             return
         future.set_result(value)
