@@ -25,7 +25,7 @@ import numpy as np
 from core.audio import Limits
 from core.config import ClusterConfig, Config, ConfigError, masked
 from core.errors import BadAudio, Busy, TooCostly, TooLarge, TooLong, UserError
-from core.jobs import SHUTTING_DOWN, Encoded, ModelInfo, Priority, QueueStats
+from core.jobs import SHUTTING_DOWN, STOP_SECONDS, Encoded, ModelInfo, Priority, QueueStats
 from core.metrics import Metrics, NoMetrics
 
 if TYPE_CHECKING:
@@ -244,9 +244,13 @@ class StreamJobs:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._read_answers()), loop.create_task(self._watch())]
 
-    async def stop(self, timeout: float = 0.0) -> None:
-        """Stop reading; whoever still waits is answered "shutting down"; the reply stream goes."""
+    async def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """Take no more jobs; wait up to timeout for the answers of those sent, then answer the rest "shutting
+        down" and remove the reply stream."""
+        deadline = time.monotonic() + timeout
         self._stopping = True  # the loops check it too: redis-py may turn a cancelled read into a connection error
+        while self._tasks and self._waiting and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -340,7 +344,7 @@ class StreamJobs:
         """Hand each answer on our reply stream to its waiting job, then delete it from the stream."""
         from redis.exceptions import RedisError
 
-        while not self._stopping:
+        while not (self._stopping and not self._waiting):
             try:
                 read: Any = await self.client.xread({self.reply: self._last_id}, count=256, block=1000)
             except (RedisError, OSError) as exc:

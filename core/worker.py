@@ -104,9 +104,10 @@ class Worker:
         while not stop.is_set():
             if len(self._held) >= self.cluster.worker_max_jobs:
                 self._room.clear()
-                waiting = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiting, asyncio.ensure_future(self._room.wait())}, timeout=1.0)
-                waiting.cancel()
+                waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._room.wait())}
+                await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                for waiting in waits:
+                    waiting.cancel()
                 continue
             try:
                 if time.monotonic() >= next_claim:

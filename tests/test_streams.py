@@ -302,3 +302,23 @@ def test_cluster_keys_are_validated(tmp_path: Path) -> None:
         load_config(path, environ={})
     config = load_config(None, environ={"SHIRA_REDIS_URL": "redis://:pw@127.0.0.1:1/2"})
     assert config.cluster.redis_url == "redis://:pw@127.0.0.1:1/2"
+
+
+async def test_an_unreadable_job_is_dropped_and_the_worker_carries_on(cconfig: Config, frontend: StreamJobs) -> None:
+    client = await connect_redis(cconfig.cluster)
+    stream = Keys(cconfig.cluster.key_prefix).stream(Priority.INTERACTIVE)
+    try:
+        await client.xadd(stream, {"kind": "clips", "id": "x", "reply": frontend.reply, "deadline": "9e9"})
+        await client.xadd(stream, {"kind": "video", "id": "y", "reply": frontend.reply, "deadline": "9e9"})
+        worker = await start_worker(cconfig)
+        try:
+            await until(lambda: _empty(cconfig, Priority.INTERACTIVE))
+            assert len(await frontend.embed_texts(["still serving"])) == 1
+        finally:
+            await worker.close()
+    finally:
+        await client.aclose()
+
+
+async def _empty(config: Config, priority: Priority) -> bool:
+    return await stream_length(config, priority) == 0
