@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("migrate", "copy this library's SQLite store into PostgreSQL and verify the copy", space=False)
     p.add_argument("--to", required=True, metavar="postgresql://…", help="the target database (empty, or --replace)")
     p.add_argument("--replace", action="store_true", help="empty a target that already holds rows first")
+    command("worker", "serve model jobs from Redis Streams ([cluster] redis_url)", json_flag=False, space=False)
     return parser
 
 
@@ -217,6 +218,20 @@ async def _migrate(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+async def _worker(config: Config) -> int:
+    """Serve the cluster's model jobs until SIGTERM or SIGINT, then drain."""
+    import signal
+
+    from core.worker import serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(config, stop)
+    return 0
+
+
 async def _timeline(args: argparse.Namespace, door: Door, ask: Request) -> None:
     """Run a timeline with a progress bar, write the files asked for, print the summary or the JSON."""
     import dataclasses as dc
@@ -263,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"shira: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config, verbose=args.verbose, quiet=args.command != "run")
+    setup_logging(config, verbose=args.verbose, quiet=args.command not in ("run", "worker"))
     try:
         if args.command == "migrate":
             return asyncio.run(_migrate(args, config))
@@ -271,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.app import run_adapters
 
             return asyncio.run(run_adapters(config))
+        if args.command == "worker":
+            return asyncio.run(_worker(config))
         return asyncio.run(_run_command(args, config))
     except KeyboardInterrupt:
         return 130

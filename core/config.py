@@ -32,13 +32,15 @@ from pydantic import (
 DEFAULT_MODEL = "laion/larger_clap_music_and_speech"
 MB = 1024 * 1024
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
-SECRET_KEYS = frozenset({"token", "webhook_secret", "postgres_dsn"})  # values never repeated in errors
+SECRET_KEYS = frozenset({"token", "webhook_secret", "postgres_dsn", "redis_url"})  # never repeated in errors
 CORE_ENV = {  # environment variable -> key path
     "SHIRA_DATA_DIR": ("data_dir",),
     "SHIRA_MODEL": ("model", "id"),
     "SHIRA_POSTGRES_DSN": ("cluster", "postgres_dsn"),
+    "SHIRA_REDIS_URL": ("cluster", "redis_url"),
     "SHIRA_FRONTEND_NAME": ("cluster", "frontend_name"),
 }
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class ConfigError(ValueError):
@@ -89,6 +91,12 @@ def _postgres_dsn(value: str) -> str:
     return value
 
 
+def _redis_url(value: str) -> str:
+    if value and not value.startswith(REDIS_SCHEMES):
+        raise ValueError(f"must be empty or start with {', '.join(REDIS_SCHEMES)}")
+    return value
+
+
 def _no_whitespace(value: str) -> str:
     if value != "".join(value.split()):
         raise ValueError("must not contain spaces or line breaks")
@@ -111,6 +119,7 @@ Directory = Annotated[Path, BeforeValidator(_directory)]
 LogLevel = Annotated[Str, AfterValidator(_log_level)]
 LabelPrompt = Annotated[Str, AfterValidator(_label_prompt)]
 PostgresDsn = Annotated[Str, AfterValidator(_postgres_dsn), AfterValidator(_no_whitespace)]
+RedisUrl = Annotated[Str, AfterValidator(_redis_url)]
 
 # Every section class sets __pydantic_config__ = SECTION: unknown keys refused, no inf or nan.
 SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -262,6 +271,19 @@ class ClusterConfig:
 
     postgres_dsn: PostgresDsn = ""  # postgresql://user:password@host:port/database; empty: SQLite in data_dir
     frontend_name: Str = ""  # this frontend's stable name: it replays what it journaled; distinct per process
+    """Cluster mode: model workers (`shira worker`) behind Redis Streams; empty redis_url runs the model in-process."""
+
+    __pydantic_config__ = SECTION
+
+    redis_url: RedisUrl = ""  # redis://[:password@]host:port/db; empty: the in-process queue
+    key_prefix: Name = "shira"  # every Redis key starts with this and a colon (one cluster per prefix)
+    max_stream_length: Count = 1000  # jobs waiting or running per priority stream; beyond this, "busy"
+    result_timeout_seconds: Seconds = 120.0  # a chat job's deadline at the workers (bulk jobs: bulk_request_seconds)
+    claim_idle_seconds: Seconds = 30.0  # a job its worker stopped refreshing this long is taken over by another
+    heartbeat_seconds: Seconds = 2.0  # workers announce themselves this often; three missed beats: gone
+    connect_timeout_seconds: Seconds = 5.0  # reaching Redis at start; then "unreachable", never a hang
+    worker_max_jobs: Count = 32  # jobs one worker holds at once; its model batches are made from these
+    worker_drain_seconds: Annotated[Float, Field(ge=0)] = 20.0  # on SIGTERM, time to finish held jobs
 
 
 @dataclass(frozen=True)
@@ -490,6 +512,12 @@ def _cross_checks(config: Config) -> list[str]:
         problems.append(
             f"[model] hop_seconds must be at most window_seconds ({config.model.window_seconds:g}), "
             f"or parts of long sounds are never embedded (got {config.model.hop_seconds:g})"
+        )
+    cluster = config.cluster
+    if cluster.claim_idle_seconds < 3 * cluster.heartbeat_seconds:
+        problems.append(
+            "[cluster] claim_idle_seconds must be at least 3 heartbeat_seconds, or jobs of live workers are taken "
+            f"over (got {cluster.claim_idle_seconds:g} and {cluster.heartbeat_seconds:g})"
         )
     if config.search.k > config.search.max_k:
         problems.append(f"[search] k must be at most max_k ({config.search.max_k}) (got {config.search.k})")

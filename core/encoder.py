@@ -16,7 +16,7 @@ from core.audio import SAMPLE_RATE, Audio, Limits, decode, decode_stream
 from core.budget import decoded_bytes
 from core.config import Config
 from core.errors import Busy, UserError
-from core.jobs import Jobs, Priority
+from core.jobs import Jobs, ModelInfo, Priority
 from core.labels import Labeler, builtin_vocabulary
 from core.messages import Label
 from core.metrics import Metrics, NoMetrics
@@ -48,7 +48,8 @@ class Encoder:
         self.config = config
         self.store = store
         self.metrics = metrics or NoMetrics()
-        self.embedder: Embedder | None = None
+        self.embedder: Embedder | None = None  # loaded here only without [cluster] redis_url
+        self.model_info: ModelInfo | None = None
         self.queue: Jobs | None = None
         self.labeler: Labeler | None = None
         self._loading = asyncio.Lock()
@@ -69,34 +70,54 @@ class Encoder:
         return self.queue.depth if self.queue is not None else 0
 
     async def start(self) -> None:
-        """Load the model and start its worker, if not done yet."""
+        """Load the model and start its worker (or, with [cluster] redis_url, reach the workers), if not done yet."""
         async with self._loading:
             if self.queue is not None:
                 return
-            from core.embedder import Embedder
-            from core.jobs import JobQueue
+            queue: Jobs
+            if self.config.cluster.redis_url:
+                from core.streams import StreamJobs
 
-            embedder = await asyncio.to_thread(Embedder.load, self.config.model)
-            await self._check_library(embedder)
-            queue = JobQueue(
-                embedder,
-                self.config.queue.max_pending,
-                self.config.queue.max_batch,
-                self.config.model.batch_size,
-                self.metrics,
-                stuck_seconds=self.config.limits.request_seconds,
-            )
+                queue = await StreamJobs.connect(self.config, self.metrics)
+                info = await queue.model_info()
+            else:
+                queue, self.embedder = await self._local_queue()
+                info = ModelInfo(self.embedder.fingerprint, self.embedder.dim, self.embedder.logit_scale)
+            try:
+                await self._check_library(info)
+            except BaseException:
+                await queue.stop()
+                raise
             queue.start()
             search = self.config.search
             self.labeler = Labeler(
                 self.store,
                 queue,
-                embedder.fingerprint,
+                info.fingerprint,
                 search.label_prompt,
-                embedder.logit_scale,
+                info.logit_scale,
                 builtin_vocabulary(search.vocabulary),
             )
-            self.embedder, self.queue = embedder, queue
+            self.model_info, self.queue = info, queue
+
+    async def _local_queue(self) -> tuple[Jobs, Embedder]:
+        """The model loaded here, behind an in-process queue (not started yet)."""
+        from core.embedder import Embedder
+        from core.jobs import JobQueue
+
+        embedder = await asyncio.to_thread(Embedder.load, self.config.model)
+        model = self.config.model
+        queue = JobQueue(
+            embedder,
+            self.config.queue.max_pending,
+            self.config.queue.max_batch,
+            model.batch_size,
+            self.metrics,
+            stuck_seconds=self.config.limits.request_seconds,
+            window_seconds=model.window_seconds,
+            hop_seconds=model.hop_seconds,
+        )
+        return queue, embedder
 
     async def stop(self) -> None:
         """Stop the worker (jobs still queued when it gives up waiting are answered Busy)."""
@@ -114,23 +135,23 @@ class Encoder:
         except Busy:
             log.info("label warm-up skipped: queue busy or shutting down")
 
-    async def _check_library(self, embedder: Embedder) -> None:
+    async def _check_library(self, info: ModelInfo) -> None:
         stored_dim = await self.store.get_meta("embedding_dim")
-        if stored_dim is not None and int(stored_dim) != embedder.dim:
+        if stored_dim is not None and int(stored_dim) != info.dim:
             raise UserError(
                 f"This library was built with a {stored_dim}-dimensional model, but {self.config.model.id} gives "
-                f"{embedder.dim} dimensions. Use the original model, or a new data directory."
+                f"{info.dim} dimensions. Use the original model, or a new data directory."
             )
         stored_model = await self.store.get_meta("model")
-        if stored_model not in (None, embedder.fingerprint):
+        if stored_model not in (None, info.fingerprint):
             log.warning("the library's vectors came from another model checkpoint; results may be poor")
-        await self.store.set_meta("embedding_dim", str(embedder.dim))
-        await self.store.set_meta("model", embedder.fingerprint)
+        await self.store.set_meta("embedding_dim", str(info.dim))
+        await self.store.set_meta("model", info.fingerprint)
 
-    async def _jobs(self) -> tuple[Embedder, Jobs]:
+    async def _jobs(self) -> tuple[ModelInfo, Jobs]:
         await self.start()
-        assert self.embedder is not None and self.queue is not None
-        return self.embedder, self.queue
+        assert self.model_info is not None and self.queue is not None
+        return self.model_info, self.queue
 
     async def _labels(self) -> Labeler:
         await self.start()
@@ -148,10 +169,11 @@ class Encoder:
 
     async def embed_audio(self, audio: Audio, priority: Priority, wait: bool = False) -> Embedded:
         """Window a clip and embed it; the file vector is the normalised mean of its windows."""
-        from core.embedder import normalize
+        from core.embedder import normalize, windows
 
-        embedder, queue = await self._jobs()
-        spans, clips = embedder.clip_windows(audio.samples)
+        _, queue = await self._jobs()
+        spans = windows(len(audio.samples), self.config.model.window_seconds, self.config.model.hop_seconds)
+        clips = [audio.samples[w.start : w.end] for w in spans]
         vectors = await queue.embed_clips(clips, priority, wait=wait)
         return Embedded(audio.duration, tuple(w.seconds for w in spans), vectors, normalize(vectors.mean(axis=0)))
 
@@ -166,6 +188,8 @@ class Encoder:
         a group of windows rather than its length (see addition_bytes)."""
         from core.embedder import normalize, windows
 
+        if self.config.cluster.redis_url:  # the workers decode it, with the same limits
+            return await self._encoded(data, self.add_limits, priority, wait)
         measured = await self.measure(data, self.add_limits)
         if isinstance(measured, Audio):
             return await self.embed_audio(measured, priority, wait)
@@ -179,8 +203,15 @@ class Encoder:
 
     async def embed_query(self, data: bytes) -> Embedded:
         """Decode and embed a query clip under the query limits, ahead of other work."""
-        audio = await self.decode(data, self.query_limits)
-        return await self.embed_audio(audio, Priority.INTERACTIVE)
+        return await self._encoded(data, self.query_limits, Priority.INTERACTIVE)
+
+    async def _encoded(self, data: bytes, limits: Limits, priority: Priority, wait: bool = False) -> Embedded:
+        """Embed an encoded sound through the queue, which decodes it (here, or at a worker)."""
+        from core.embedder import normalize
+
+        _, queue = await self._jobs()
+        done = await queue.embed_encoded(data, limits, priority, wait)
+        return Embedded(done.duration, done.spans, done.vectors, normalize(done.vectors.mean(axis=0)))
 
     async def embed_text(self, text: str) -> np.ndarray:
         """A text query's vector, cached per text."""

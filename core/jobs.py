@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from core.audio import Limits, decode
 from core.errors import Busy
 from core.metrics import Metrics, NoMetrics
 
@@ -49,7 +50,26 @@ class Jobs(Protocol):
     def problem(self) -> str | None: ...
     async def embed_texts(self, texts: list[str], priority: Priority = Priority.INTERACTIVE) -> np.ndarray: ...
     async def embed_clips(self, clips: list[np.ndarray], priority: Priority, wait: bool = False) -> np.ndarray: ...
+    async def embed_encoded(self, data: bytes, limits: Limits, priority: Priority, wait: bool = False) -> Encoded: ...
     def stats(self) -> QueueStats: ...
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An encoded sound decoded and embedded: its length, its windows' spans in seconds and their vectors."""
+
+    duration: float
+    spans: tuple[tuple[float, float], ...]
+    vectors: np.ndarray
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the rest of the core needs to know of the model behind a queue."""
+
+    fingerprint: str
+    dim: int
+    logit_scale: float
 
 
 @dataclass(frozen=True)
@@ -94,8 +114,12 @@ class JobQueue:
         audio_batch: int,
         metrics: Metrics | None = None,
         stuck_seconds: float = 120.0,
+        window_seconds: float = 10.0,
+        hop_seconds: float = 10.0,
     ) -> None:
         self.model = model
+        self.window_seconds = window_seconds  # how embed_encoded cuts a sound into model windows
+        self.hop_seconds = hop_seconds
         self.metrics = metrics or NoMetrics()
         self.stuck_seconds = stuck_seconds  # one batch running longer than this is reported by problem()
         self.max_pending = max_pending
@@ -164,6 +188,16 @@ class JobQueue:
     async def embed_clips(self, clips: list[np.ndarray], priority: Priority, wait: bool = False) -> np.ndarray:
         """Embed audio windows; with wait=True, wait for room instead of raising Busy (bulk imports)."""
         return await self._submit("audio", list(clips), priority, wait=wait)
+
+    async def embed_encoded(self, data: bytes, limits: Limits, priority: Priority, wait: bool = False) -> Encoded:
+        """Decode a sound whole in a thread (the hardened ffmpeg path), cut it into windows and embed them."""
+        from core.embedder import windows
+
+        audio = await asyncio.to_thread(decode, data, limits)
+        spans = windows(len(audio.samples), self.window_seconds, self.hop_seconds)
+        clips = [audio.samples[w.start : w.end] for w in spans]
+        vectors = await self.embed_clips(clips, priority, wait=wait)
+        return Encoded(audio.duration, tuple(w.seconds for w in spans), vectors)
 
     async def _submit(self, kind: str, items: list[Any], priority: Priority, wait: bool) -> np.ndarray:
         if not items:

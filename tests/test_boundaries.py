@@ -46,8 +46,9 @@ DOOR_NAMES = {
         "open_inbox",
     },  # likewise; adapters get it as the narrow Inbox protocol of core.messages
     "core.migrate": {"migrate", "MigrateError"},  # `shira migrate` copies a store with no engine open
+    "core.worker": {"serve"},  # `shira worker`: the model worker's own composition root, in bot/ only
 }
-COMPOSITION_ROOT_ONLY = {"core.engine", "core.inbox", "core.migrate"}
+COMPOSITION_ROOT_ONLY = {"core.engine", "core.inbox", "core.migrate", "core.worker"}
 
 
 def _door_violations(path: Path) -> list[str]:
