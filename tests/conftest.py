@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny offline CLAP, configs on tmp dirs, an open engine, and a network guard."""
+"""Shared fixtures: tiny offline CLAPs (random, and trained to hear), configs on tmp dirs, an open engine, and a
+network guard."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 import ipaddress
 import os
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from adapters.registry import load_config
 from core.config import ClusterConfig, Config, ModelConfig
 from core.store import Store
 from tests.support.tiny_clap import build_tiny_clap
+from tests.support.trained_clap import cached_trained_clap
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -59,6 +62,13 @@ def network_guard(monkeypatch: pytest.MonkeyPatch) -> None:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random CLAP saved with save_pretrained, loaded later through from_pretrained."""
     return build_tiny_clap(tmp_path_factory.mktemp("tiny-clap"))
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir() -> Path:
+    """A tiny CLAP trained to tell tones, noises, clicks, chirps and silence apart (tests/support/trained_clap.py),
+    trained once and kept in the temp dir under a hash of its recipe, so later sessions load it."""
+    return cached_trained_clap(Path(tempfile.gettempdir()) / "shira-test-models")
 
 
 def make_config(data_dir: Path, model_dir: Path, **sections: dict[str, object]) -> Config:
