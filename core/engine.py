@@ -87,6 +87,19 @@ class Engine:
             store = await open_store(config)
             stack.push_async_callback(store.close)
             engine = cls(config, store, FileStore(data / "files"), IndexSet(data / "index", config.index), metrics)
+            if config.cluster.redis_url:  # every frontend of the cluster charges the same rate-limit windows
+                from core.shared_ratelimit import RedisRateLimits
+                from core.streams import connect_redis
+
+                redis = await connect_redis(config.cluster)
+                stack.push_async_callback(redis.aclose)
+                limits = config.limits
+                engine.commands.limits = RedisRateLimits(
+                    redis,
+                    limits.requests_per_minute,
+                    limits.library_requests_per_minute,
+                    f"{config.cluster.key_prefix}:",
+                )
             await engine.library.load_indexes()
             await engine.library.sweep()
             stack.push_async_callback(engine.library.flush)
