@@ -51,6 +51,13 @@ def _met(ok: bool | None) -> str:
     return "reported" if ok is None else ("**met**" if ok else "**not met**")
 
 
+def _ran(v: Variant) -> str:
+    """The path a variant ran, flagged when it asked for AMX bf16 and the machine could not give it."""
+    if "AMX" in v.name and "(AMX)" not in v.path:
+        return f"{v.path}: **no AMX here, so this row is not an AMX figure**"
+    return v.path
+
+
 def _defaults(run: Run) -> Variant:
     return next(v for v in run.variants if v.name.startswith("shira defaults"))
 
@@ -212,6 +219,10 @@ def markdown(run: Run, png: str) -> str:
     lines += [
         "## Results",
         "",
+        f"Every shira figure below ran on the defaults' path: **{_defaults(run).path}** "
+        f"(CPU vector ISA torch may use: {run.machine.get('vector ISA torch may use', '?')}); "
+        "the bulk baseline is fp32 through transformers' own code.",
+        "",
         "| figure | target | measured | status |",
         "|---|---|---|---|",
     ]
@@ -248,15 +259,15 @@ def markdown(run: Run, png: str) -> str:
         "Audio: a batch of corpus clips; text: one query at a time. Cosines are against the first row (transformers' "
         "own fp32 code path). 'alone vs batch' is the cosine between a clip embedded alone and inside the batch.",
         "",
-        "| configuration | model fields | audio ms/window | text ms/query | audio cosine min | text cosine min "
-        "| alone vs batch |",
-        "|---|---|---|---|---|---|---|",
+        "| configuration | model fields | path that ran | audio ms/window | text ms/query | audio cosine min "
+        "| text cosine min | alone vs batch |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for v in run.variants:
         fields = ", ".join(f"{k}={val}" for k, val in VARIANTS[v.name].items()) or "(none: config defaults)"
         lines.append(
-            f"| {v.name} | {fields} | {v.audio_ms_per_window:.0f} | {v.text_ms:.1f} | {v.audio_cosine_min:.6f} "
-            f"| {v.text_cosine_min:.6f} | {v.alone_vs_batch:.7f} |"
+            f"| {v.name} | {fields} | {_ran(v)} | {v.audio_ms_per_window:.0f} | {v.text_ms:.1f} "
+            f"| {v.audio_cosine_min:.6f} | {v.text_cosine_min:.6f} | {v.alone_vs_batch:.7f} |"
         )
     lines += ["", *OPTIMISATION_NOTES, "", "## Index notes", "", *INDEX_NOTES, ""]
     return "\n".join(lines)
@@ -280,6 +291,9 @@ OPTIMISATION_NOTES = [
     "texts stay at cosine >= 0.999 to the fp32 tower; otherwise shira logs a warning and uses bf16/fp32.",
     "- `batch_size = 8`: in bf16 a batch costs about the same per window as single clips; batches still save "
     "Python overhead, and pause points keep them from delaying interactive work.",
+    "- `text_threads = 1`: a text query runs on one intra-op thread. It reads the tower's weights once and barely "
+    "computes, so a second thread buys little; on two cores it leaves one for the lexical lookup that overlaps it, "
+    "and it cannot stall at an OpenMP barrier when another process has taken the other core.",
     "- Text query vectors (per engine) and label-prompt vectors (in SQLite, per model) are cached; decoding "
     "overlaps inference because the importer keeps 4 files in flight.",
 ]

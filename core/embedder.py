@@ -15,7 +15,15 @@ from core.audio import SAMPLE_RATE
 from core.checkpoint import FIX, locate
 from core.config import ModelConfig
 from core.errors import ModelLoadError
-from core.speedups import ClipCount, MelFeatures, resolve_precision, use_fused_attention, use_per_clip_linears
+from core.speedups import (
+    ClipCount,
+    MelFeatures,
+    intra_op_threads,
+    resolve_precision,
+    use_fused_attention,
+    use_per_clip_linears,
+    vector_isa,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +89,8 @@ PROBE_TEXTS = (
 INT8_MIN_COSINE = 0.999
 
 
-def quantize_text_tower(model: Any, tokenizer: Any) -> bool:
-    """int8 dynamic quantisation of the text tower, kept only if every probe text stays >= 0.999 cosine to fp32."""
+def quantize_text_tower(model: Any, tokenizer: Any, min_cosine: float = INT8_MIN_COSINE) -> bool:
+    """int8 dynamic quantisation of the text tower, kept only if every probe text stays >= min_cosine to fp32."""
     import torch
 
     tokens = tokenizer(list(PROBE_TEXTS), padding=True, return_tensors="pt")
@@ -97,9 +105,9 @@ def quantize_text_tower(model: Any, tokenizer: Any) -> bool:
     with torch.inference_mode():
         quantized = normalize(pooled(model.get_text_features(**tokens)).float().numpy())
     worst = float(np.min(np.sum(reference * quantized, axis=1)))
-    if worst >= INT8_MIN_COSINE:
+    if worst >= min_cosine:
         return True
-    log.warning("int8 text tower kept off: cosine to fp32 %.5f < %.3f on probe texts", worst, INT8_MIN_COSINE)
+    log.warning("int8 text tower kept off: cosine to fp32 %.5f < %.3f on probe texts", worst, min_cosine)
     model.text_model, model.text_projection = fp32
     return False
 
@@ -123,12 +131,14 @@ class Embedder:
         fingerprint: str | None = None,
         logit_scale: float | None = None,
         clip_count: ClipCount | None = None,
+        text_int8: bool = False,
     ) -> None:
         self.model = model
         self.processor = processor
         self.config = config
         self.device = device
         self.precision = precision
+        self.text_int8 = text_int8  # the int8 text tower passed its parity check and is in use
         self.dim = int(model.config.projection_dim)
         if logit_scale is None:
             logit_scale = float(model.logit_scale_a.detach().float().exp().item())
@@ -185,7 +195,7 @@ class Embedder:
                 model.text_model.to(torch.bfloat16)
                 model.text_projection.to(torch.bfloat16)
         log.info(
-            "loaded %s on %s (%s, text int8: %s, fused attention: %s, torch mel: %s, threads: %d)",
+            "loaded %s on %s (%s, text int8: %s, fused attention: %s, torch mel: %s, threads: %d, text threads: %s)",
             config.id,
             device,
             precision,
@@ -193,8 +203,16 @@ class Embedder:
             config.fused_attention,
             config.fast_features,
             torch.get_num_threads(),
+            config.text_threads or "same",
         )
-        return cls(model, processor, config, device, precision, fingerprint, logit_scale, count)
+        return cls(model, processor, config, device, precision, fingerprint, logit_scale, count, bool(quantized))
+
+    @property
+    def path(self) -> str:
+        """Which kernels serve: e.g. "audio bf16, text int8 (AMX)" (for logs and benchmark tables)."""
+        text = "int8" if self.text_int8 else self.precision
+        where = vector_isa() if self.device == "cpu" else self.device
+        return f"audio {self.precision}, text {text} ({where})"
 
     def _pause_point(self, *_: Any) -> None:
         """Between audio layers: let the queue run urgent work (never recursively)."""
@@ -239,7 +257,8 @@ class Embedder:
             return np.zeros((0, self.dim), np.float32)
         tokens = self.processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
         tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
-        with torch.inference_mode():
+        threads = self.config.text_threads if self.device == "cpu" else 0
+        with torch.inference_mode(), intra_op_threads(threads):
             vec = pooled(self.model.get_text_features(**tokens))
         return normalize(vec.float().cpu().numpy())
 
