@@ -89,20 +89,23 @@ PROBE_TEXTS = (
 INT8_MIN_COSINE = 0.999
 
 
-def quantize_text_tower(model: Any, tokenizer: Any, min_cosine: float = INT8_MIN_COSINE) -> bool:
-    """int8 dynamic quantisation of the text tower, kept only if every probe text stays >= min_cosine to fp32."""
+def quantize_text_tower(model: Any, tokenizer: Any, min_cosine: float = INT8_MIN_COSINE, threads: int = 0) -> bool:
+    """int8 dynamic quantisation of the text tower, kept only if every probe text stays >= min_cosine to fp32.
+
+    threads: intra-op threads for the probes, as for any text (see ModelConfig.text_threads).
+    """
     import torch
 
     tokens = tokenizer(list(PROBE_TEXTS), padding=True, return_tensors="pt")
     tokens = {k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
-    with torch.inference_mode():
+    with torch.inference_mode(), intra_op_threads(threads):
         reference = normalize(pooled(model.get_text_features(**tokens)).float().numpy())
     fp32 = model.text_model, model.text_projection
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
         model.text_model = torch.ao.quantization.quantize_dynamic(fp32[0], {torch.nn.Linear}, dtype=torch.qint8)
         model.text_projection = torch.ao.quantization.quantize_dynamic(fp32[1], {torch.nn.Linear}, dtype=torch.qint8)
-    with torch.inference_mode():
+    with torch.inference_mode(), intra_op_threads(threads):
         quantized = normalize(pooled(model.get_text_features(**tokens)).float().numpy())
     worst = float(np.min(np.sum(reference * quantized, axis=1)))
     if worst >= min_cosine:
@@ -186,7 +189,11 @@ class Embedder:
         if config.fused_attention:
             use_fused_attention(model.audio_model)
         count = ClipCount()
-        quantized = config.quantize_text and device == "cpu" and quantize_text_tower(model, processor.tokenizer)
+        quantized = (
+            config.quantize_text
+            and device == "cpu"
+            and quantize_text_tower(model, processor.tokenizer, threads=config.text_threads)
+        )
         if precision == "bf16":
             model.audio_model.to(torch.bfloat16)
             model.audio_projection.to(torch.bfloat16)
