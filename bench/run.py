@@ -22,6 +22,8 @@ from pathlib import Path
 
 from bench import corpus, machine, report
 from bench.model import resolve
+from core.config import ModelConfig
+from core.speedups import use_openmp_wait
 
 log = logging.getLogger("bench")
 
@@ -107,6 +109,7 @@ def main() -> None:
         os.execv(sys.executable, [sys.executable, "-m", "bench.run", *sys.argv[1:]])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("core").setLevel(logging.WARNING)
+    use_openmp_wait(ModelConfig().openmp_wait)  # as shira does, before anything here imports torch
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -21,6 +21,7 @@ from core.speedups import (
     intra_op_threads,
     resolve_precision,
     use_fused_attention,
+    use_openmp_wait,
     use_per_clip_linears,
     vector_isa,
 )
@@ -160,6 +161,7 @@ class Embedder:
     @classmethod
     def load(cls, config: ModelConfig) -> Embedder:
         """Load model and processor through from_pretrained; raise ModelLoadError with a fix on failure."""
+        use_openmp_wait(config.openmp_wait)  # before torch is imported, or too late
         import torch
         from transformers import ClapModel, ClapProcessor
         from transformers.utils import logging as hf_logging

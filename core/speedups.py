@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,6 +66,22 @@ def vector_isa() -> str:
     if "avx512f" in flags and onednn_allows("AVX512_CORE") and aten not in ("avx2", "default"):
         return "AVX-512"
     return "AVX2" if "avx2" in flags else "pre-AVX2"
+
+
+def use_openmp_wait(policy: str) -> None:
+    """Set OMP_WAIT_POLICY for torch's OpenMP threads (unless the environment already does); "default" leaves it.
+
+    libgomp reads it once, when torch is first imported, so this must run before that. With the default policy an
+    idle team thread spins, and on a busy machine a team that lost a core to another process waits out whole time
+    slices at every barrier (a text query took 10x longer on 2 threads than on 1); passive threads sleep instead.
+    """
+    if policy == "default":
+        return
+    if "torch" in sys.modules:
+        if os.environ.get("OMP_WAIT_POLICY", "").lower() != policy:
+            log.info("torch was imported before OMP_WAIT_POLICY=%s could be set; keeping its setting", policy)
+        return
+    os.environ.setdefault("OMP_WAIT_POLICY", policy.upper())
 
 
 @contextmanager
