@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +116,16 @@ def test_amx_is_used_only_where_onednn_may_use_it(monkeypatch: pytest.MonkeyPatc
     assert onednn_allows("AVX512_CORE_AMX") and onednn_allows("AVX512_CORE_BF16")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     assert cpu_has_amx() == ("amx_bf16" in cpu_flags())
+
+
+def test_openmp_wait_policy_is_set_before_torch_and_never_overrides_the_environment() -> None:
+    code = (
+        "import os, sys; from core.speedups import use_openmp_wait; use_openmp_wait('passive'); "
+        "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["PASSIVE", "False"]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["ACTIVE", "False"]
