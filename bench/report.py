@@ -292,7 +292,8 @@ def markdown(run: Run, png: str) -> str:
 OPTIMISATION_NOTES = [
     "What the defaults are and why (all in `[model]` of the config):",
     "",
-    '- `precision = "auto"`: bf16 weights when `/proc/cpuinfo` shows `amx_bf16`, else fp32. bf16 on AMX is the '
+    '- `precision = "auto"`: bf16 weights when `/proc/cpuinfo` shows `amx_bf16` (and ONEDNN_MAX_CPU_ISA, if set, '
+    "allows AMX), else fp32. bf16 on AMX is the "
     "largest single gain and keeps cosine to fp32 above 0.9999; without AMX, bf16 is not assumed to help.",
     "- `fused_attention = true`: the audio tower's windowed attention runs as one `scaled_dot_product_attention` "
     "call with the relative-position bias and shift mask folded into one additive mask (same maths).",
@@ -310,6 +311,16 @@ OPTIMISATION_NOTES = [
     "- `text_threads = 1`: a text query runs on one intra-op thread. It reads the tower's weights once and barely "
     "computes, so a second thread buys little; on two cores it leaves one for the lexical lookup that overlaps it, "
     "and it cannot stall at an OpenMP barrier when another process has taken the other core.",
+    '- `openmp_wait = "passive"`: torch\'s OpenMP threads sleep rather than spin when idle (OMP_WAIT_POLICY, set '
+    "before torch is imported). On this 2-core machine shared with other work, spinning threads made a text query "
+    "on 2 threads about 10x slower than on 1 and the first variant of this table 8x slower; passive, 1 and 2 "
+    "threads cost the same.",
+    "- The lexical half ranks the best 200 FTS5 matches before joining them to their samples to keep the asked "
+    "spaces' ones (all matches only if that leaves too few): the same answer, without reading thousands of sample "
+    "rows for a common word (SQLite CPU time per query about halved on the 10k library).",
+    "- Run with `--emulate-avx2`, the benchmark caps oneDNN, ATen and fbgemm at AVX2 (ONEDNN_MAX_CPU_ISA, "
+    'ATEN_CPU_CAPABILITY, FBGEMM_ENABLE_INSTRUCTIONS), so `precision = "auto"` finds no usable AMX and runs fp32; '
+    "faiss still picks its own SIMD level, and the memory system is this machine's, not an AVX2 machine's.",
     "- Text query vectors (per engine) and label-prompt vectors (in SQLite, per model) are cached; decoding "
     "overlaps inference because the importer keeps 4 files in flight.",
 ]

@@ -108,7 +108,7 @@ def resolve_precision(requested: str, device: str) -> str:
     if requested == "auto":
         return "bf16" if device == "cpu" and cpu_has_amx() else "fp32"
     if requested == "bf16" and device == "cpu" and not cpu_has_bf16():
-        log.warning("bf16 requested but this CPU has no native bf16; using fp32")
+        log.warning("bf16 requested but no native bf16 is usable here (CPU flags, ONEDNN_MAX_CPU_ISA); using fp32")
         return "fp32"
     if requested not in ("fp32", "bf16"):
         raise ModelLoadError(f"model.precision must be auto, fp32 or bf16, not {requested!r}")
