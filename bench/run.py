@@ -3,6 +3,7 @@
 make bench                       # everything (754-file corpus, index up to 1M vectors)
 make bench ARGS=--quick          # 60 files, index up to 100k: a few minutes
 make bench ARGS="--model DIR"    # measure a real checkpoint (a hub id or a local directory)
+make bench ARGS=--emulate-avx2   # as on a CPU without AVX-512 or AMX: oneDNN, ATen and fbgemm capped at AVX2
 """
 
 from __future__ import annotations
