@@ -308,13 +308,14 @@ OPTIMISATION_NOTES = [
     "texts stay at cosine >= 0.999 to the fp32 tower; otherwise shira logs a warning and uses bf16/fp32.",
     "- `batch_size = 8`: in bf16 a batch costs about the same per window as single clips; batches still save "
     "Python overhead, and pause points keep them from delaying interactive work.",
-    "- `text_threads = 1`: a text query runs on one intra-op thread. It reads the tower's weights once and barely "
-    "computes, so a second thread buys little; on two cores it leaves one for the lexical lookup that overlaps it, "
-    "and it cannot stall at an OpenMP barrier when another process has taken the other core.",
+    "- `text_threads = 0`: text queries use as many intra-op threads as audio. One thread leaves a core to the lexical "
+    "lookup that overlaps the embedding, but a short text is bound by reading the tower's weights, which two threads "
+    "do faster (int8 tower on this machine, quiet: 23.9 ms on 2 threads, 27.7 ms on 1).",
     '- `openmp_wait = "passive"`: torch\'s OpenMP threads sleep rather than spin when idle (OMP_WAIT_POLICY, set '
     "before torch is imported). On this 2-core machine shared with other work, spinning threads made a text query "
-    "on 2 threads about 10x slower than on 1 and the first variant of this table 8x slower; passive, 1 and 2 "
-    "threads cost the same.",
+    "on 2 threads about 10x slower than on 1 and the first variant of this table 8x slower. Quiet, spinning is "
+    'faster (int8 text on 2 threads: 19.5 ms spinning, 23.9 ms passive); `openmp_wait = "default"` or '
+    '`"active"` buys that back on a machine shira has to itself.',
     "- The lexical half ranks the best 200 FTS5 matches before joining them to their samples to keep the asked "
     "spaces' ones (all matches only if that leaves too few): the same answer, without reading thousands of sample "
     "rows for a common word (SQLite CPU time per query about halved on the 10k library).",
