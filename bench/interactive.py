@@ -9,6 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -131,6 +132,7 @@ class InteractiveResult:
     bulk_files_during_load: int
     bulk_seconds: float
     queue_mean_batch: float
+    voice_stages_ms: dict[str, float]  # p50 of each stage of a voice-note lookup, timed one after another
 
 
 async def timed(coro: object) -> float:
@@ -189,6 +191,7 @@ async def interactive(
                 raise RuntimeError(f"voice-note lookup failed: {reply.text}")
             if i >= 2:  # the first two warm the audio path
                 voice.append(took)
+        stages = await voice_stages(engine, notes[2:])
         log.info("text queries under a bulk import of %d files", len(files))
         bulk = asyncio.create_task(import_paths(engine, files, BULK_SPACE))
         start = time.perf_counter()
@@ -208,7 +211,26 @@ async def interactive(
         bulk_files_during_load=report.added + report.duplicates,
         bulk_seconds=bulk_seconds,
         queue_mean_batch=stats.mean_batch,
+        voice_stages_ms=stages,
     )
+
+
+async def voice_stages(engine: Any, notes: list[bytes]) -> dict[str, float]:
+    """Where a voice-note lookup's time goes: each stage of Commands._on_identify alone, p50 over the notes."""
+    from core.jobs import Priority
+
+    times: dict[str, list[float]] = {"decode": [], "embed": [], "labels": [], "fingerprint match": [], "search": []}
+    for note in notes:
+        start = time.perf_counter()
+        audio = await engine.encoder.decode(note, engine.encoder.query_limits)
+        times["decode"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        vector = (await engine.encoder.embed_audio(audio, Priority.INTERACTIVE)).vector
+        times["embed"].append(time.perf_counter() - start)
+        times["labels"].append(await timed(engine.encoder.labels(vector, [], 5)))
+        times["fingerprint match"].append(await timed(engine.searcher.exact((LIBRARY,), audio.samples)))
+        times["search"].append(await timed(engine.searcher.search_vector((LIBRARY,), vector, "", 5, 0, "bench")))
+    return {name: percentile(values, 50) for name, values in times.items()}
 
 
 def _fetcher(data: bytes):  # noqa: ANN202

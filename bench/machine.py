@@ -92,7 +92,7 @@ def describe() -> dict[str, str]:
     import transformers
 
     from core.index import import_faiss
-    from core.speedups import cpu_has_amx
+    from core.speedups import cpu_has_amx, vector_isa
 
     faiss = import_faiss()
 
@@ -103,7 +103,14 @@ def describe() -> dict[str, str]:
         "torch threads": str(torch.get_num_threads()),
         "RAM": f"{ram_gib():.1f} GiB",
         "CPU flags": ", ".join(f for f in INTERESTING_FLAGS if f in flags) or "none of " + ", ".join(INTERESTING_FLAGS),
-        "AMX bf16 detected": "yes" if cpu_has_amx() else "no",
+        "AMX bf16 detected": "yes"
+        if cpu_has_amx()
+        else "no" + (" (the CPU has it; capped off)" if "amx_bf16" in flags else ""),
+        "vector ISA torch may use": vector_isa(),
+        "ISA caps (ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY / FBGEMM_ENABLE_INSTRUCTIONS)": " / ".join(
+            os.environ.get(k, "unset")
+            for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "FBGEMM_ENABLE_INSTRUCTIONS")
+        ),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

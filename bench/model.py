@@ -67,9 +67,14 @@ def clap_config() -> Any:
     return ClapConfig(text_config=dict(TEXT_CONFIG), audio_config=dict(AUDIO_CONFIG), projection_dim=PROJECTION_DIM)
 
 
-def _tokenizer(directory: Path) -> Any:
-    """A RoBERTa byte-level BPE tokenizer trained in-process on a small vocabulary (ids stay < vocab_size)."""
+def _tokenizer() -> Any:
+    """A RoBERTa byte-level BPE tokenizer trained in-process on a small vocabulary (ids stay < vocab_size).
+
+    Built from the trained tokenizer object with RoBERTa's <s> ... </s> framing: transformers 5 ignores the
+    vocab_file/merges_file arguments, and a tokenizer made from them turned every text into "</s><unk>".
+    """
     from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
     from transformers import RobertaTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
@@ -79,16 +84,21 @@ def _tokenizer(directory: Path) -> Any:
         min_frequency=1,
         special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
     )
-    bpe.save_model(str(directory))
-    return RobertaTokenizerFast(
-        vocab_file=str(directory / "vocab.json"), merges_file=str(directory / "merges.txt"), model_max_length=512
-    )
+    bpe._tokenizer.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
+    special = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+    return RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, model_max_length=512, **special)
 
 
 def build(directory: Path = DEFAULT_DIR, seed: int = 0) -> Path:
     """Save the random full-size model and its processor into directory, unless it is already there."""
     stamp = directory / "bench-model.json"
-    wanted = {"seed": seed, "audio": AUDIO_CONFIG, "text": TEXT_CONFIG, "projection_dim": PROJECTION_DIM}
+    wanted = {
+        "tokenizer": 2,
+        "seed": seed,
+        "audio": AUDIO_CONFIG,
+        "text": TEXT_CONFIG,
+        "projection_dim": PROJECTION_DIM,
+    }
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return directory
     import torch
@@ -96,7 +106,7 @@ def build(directory: Path = DEFAULT_DIR, seed: int = 0) -> Path:
 
     directory.mkdir(parents=True, exist_ok=True)
     log.info("building a random %s-architecture model in %s", FULL_SIZE_ID, directory)
-    tokenizer = _tokenizer(directory)
+    tokenizer = _tokenizer()
     torch.manual_seed(seed)
     ClapModel(clap_config()).save_pretrained(directory)
     ClapProcessor(feature_extractor=ClapFeatureExtractor(**FEATURES), tokenizer=tokenizer).save_pretrained(directory)

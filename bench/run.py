@@ -3,6 +3,7 @@
 make bench                       # everything (754-file corpus, index up to 1M vectors)
 make bench ARGS=--quick          # 60 files, index up to 100k: a few minutes
 make bench ARGS="--model DIR"    # measure a real checkpoint (a hub id or a local directory)
+make bench ARGS=--emulate-avx2   # as on a CPU without AVX-512 or AMX: oneDNN, ATen and fbgemm capped at AVX2
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,8 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import corpus, machine, memory, report
+from bench import corpus, machine, report
 from bench.model import resolve
+from core.config import ModelConfig
+from core.speedups import use_openmp_wait
 
 log = logging.getLogger("bench")
 
@@ -28,15 +32,17 @@ HERE = Path(__file__).parent
 OUT = HERE / "out"
 
 
-FINGERPRINT = ("<!-- fingerprint:start -->", "<!-- fingerprint:end -->")
+SECTION = re.compile(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", re.DOTALL)
+
+# What an AVX2-only CPU allows, for --emulate-avx2: oneDNN's kernels, ATen's vectorised kernels and fbgemm's (int8).
+AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
-def keep_fingerprint_section(old: str, new: str) -> str:
-    """new with bench.fingerprint's section of old carried over at its end."""
-    start, end = FINGERPRINT
-    if start not in old or end not in old or start in new:
-        return new
-    return new.rstrip("\n") + "\n\n" + start + old.partition(start)[2].partition(end)[0] + end + "\n"
+def keep_sections(old: str, new: str) -> str:
+    """new with every `<!-- NAME:start -->...<!-- NAME:end -->` section of old that new lacks carried over at its end
+    (other benchmarks write those: fingerprint, memory, catchup, cluster, timeline...)."""
+    kept = [m.group(0) for m in SECTION.finditer(old) if f"<!-- {m.group(1)}:start -->" not in new]
+    return "\n\n".join([new.rstrip("\n"), *kept]) + "\n" if kept else new
 
 
 def run_scale(n: int) -> dict[str, object]:
@@ -95,9 +101,16 @@ def main() -> None:
     parser.add_argument("--model", help="hub id or directory of a CLAP checkpoint (default: random full-size model)")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="where to write the results table")
     parser.add_argument("--keep", action="store_true", help="keep the scratch data directory")
+    parser.add_argument(
+        "--emulate-avx2", action="store_true", help="cap oneDNN, ATen and fbgemm at AVX2, as on a CPU without AVX-512"
+    )
     args = parser.parse_args()
+    if args.emulate_avx2 and any(os.environ.get(k) != v for k, v in AVX2_ONLY.items()):
+        os.environ.update(AVX2_ONLY)  # read once when torch loads: start again with them set
+        os.execv(sys.executable, [sys.executable, "-m", "bench.run", *sys.argv[1:]])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("core").setLevel(logging.WARNING)
+    use_openmp_wait(ModelConfig().openmp_wait)  # as shira does, before anything here imports torch
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -144,8 +157,7 @@ def main() -> None:
     png = args.out.with_name("results.png")
     report.plot(run, png)
     old = args.out.read_text() if args.out.exists() else ""
-    text = memory.keep_section(old, report.markdown(run, png.name))  # bench.memory writes that part
-    args.out.write_text(keep_fingerprint_section(old, text))  # and bench.fingerprint this one
+    args.out.write_text(keep_sections(old, report.markdown(run, png.name)))  # bench.memory, bench.fingerprint...
     (OUT / "results.json").write_text(json.dumps(report.as_json(run), indent=2, default=str))
     print(args.out.read_text())
     log.info("wrote %s and %s", args.out, png)

@@ -17,6 +17,10 @@ from pathlib import Path  # noqa: E402
 
 
 async def main(model: str, data_dir: Path) -> None:
+    from core.config import ModelConfig
+    from core.speedups import use_openmp_wait
+
+    use_openmp_wait(ModelConfig().openmp_wait)  # as Embedder.load would, before torch is imported here
     import torch  # noqa: F401  (timed here only to report it; Engine.open would import them anyway)
     from transformers import ClapModel, ClapProcessor  # noqa: F401
 

@@ -38,6 +38,7 @@ class Variant:
     """One configuration's measurements."""
 
     name: str
+    path: str  # what actually ran (a bf16 request on a CPU without native bf16 runs fp32, and says so here)
     audio_ms_per_window: float
     text_ms: float
     audio_cosine_min: float
@@ -80,6 +81,7 @@ def measure(model: str, files: list[Path], n_clips: int, n_texts: int) -> list[V
         results.append(
             Variant(
                 name=name,
+                path=embedder.path,
                 audio_ms_per_window=best / len(clips) * 1000,
                 text_ms=float(np.median(text_times) * 1000),
                 audio_cosine_min=float(np.min(np.sum(audio * reference_audio, axis=1))),

@@ -15,7 +15,16 @@ from core.audio import SAMPLE_RATE
 from core.checkpoint import FIX, locate
 from core.config import ModelConfig
 from core.errors import ModelLoadError
-from core.speedups import ClipCount, MelFeatures, resolve_precision, use_fused_attention, use_per_clip_linears
+from core.speedups import (
+    ClipCount,
+    MelFeatures,
+    intra_op_threads,
+    resolve_precision,
+    use_fused_attention,
+    use_openmp_wait,
+    use_per_clip_linears,
+    vector_isa,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,25 +90,28 @@ PROBE_TEXTS = (
 INT8_MIN_COSINE = 0.999
 
 
-def quantize_text_tower(model: Any, tokenizer: Any) -> bool:
-    """int8 dynamic quantisation of the text tower, kept only if every probe text stays >= 0.999 cosine to fp32."""
+def quantize_text_tower(model: Any, tokenizer: Any, min_cosine: float = INT8_MIN_COSINE, threads: int = 0) -> bool:
+    """int8 dynamic quantisation of the text tower, kept only if every probe text stays >= min_cosine to fp32.
+
+    threads: intra-op threads for the probes, as for any text (see ModelConfig.text_threads).
+    """
     import torch
 
     tokens = tokenizer(list(PROBE_TEXTS), padding=True, return_tensors="pt")
     tokens = {k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
-    with torch.inference_mode():
+    with torch.inference_mode(), intra_op_threads(threads):
         reference = normalize(pooled(model.get_text_features(**tokens)).float().numpy())
     fp32 = model.text_model, model.text_projection
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
         model.text_model = torch.ao.quantization.quantize_dynamic(fp32[0], {torch.nn.Linear}, dtype=torch.qint8)
         model.text_projection = torch.ao.quantization.quantize_dynamic(fp32[1], {torch.nn.Linear}, dtype=torch.qint8)
-    with torch.inference_mode():
+    with torch.inference_mode(), intra_op_threads(threads):
         quantized = normalize(pooled(model.get_text_features(**tokens)).float().numpy())
     worst = float(np.min(np.sum(reference * quantized, axis=1)))
-    if worst >= INT8_MIN_COSINE:
+    if worst >= min_cosine:
         return True
-    log.warning("int8 text tower kept off: cosine to fp32 %.5f < %.3f on probe texts", worst, INT8_MIN_COSINE)
+    log.warning("int8 text tower kept off: cosine to fp32 %.5f < %.3f on probe texts", worst, min_cosine)
     model.text_model, model.text_projection = fp32
     return False
 
@@ -123,12 +135,14 @@ class Embedder:
         fingerprint: str | None = None,
         logit_scale: float | None = None,
         clip_count: ClipCount | None = None,
+        text_int8: bool = False,
     ) -> None:
         self.model = model
         self.processor = processor
         self.config = config
         self.device = device
         self.precision = precision
+        self.text_int8 = text_int8  # the int8 text tower passed its parity check and is in use
         self.dim = int(model.config.projection_dim)
         if logit_scale is None:
             logit_scale = float(model.logit_scale_a.detach().float().exp().item())
@@ -147,6 +161,7 @@ class Embedder:
     @classmethod
     def load(cls, config: ModelConfig) -> Embedder:
         """Load model and processor through from_pretrained; raise ModelLoadError with a fix on failure."""
+        use_openmp_wait(config.openmp_wait)  # before torch is imported, or too late
         import torch
         from transformers import ClapModel, ClapProcessor
         from transformers.utils import logging as hf_logging
@@ -176,7 +191,11 @@ class Embedder:
         if config.fused_attention:
             use_fused_attention(model.audio_model)
         count = ClipCount()
-        quantized = config.quantize_text and device == "cpu" and quantize_text_tower(model, processor.tokenizer)
+        quantized = (
+            config.quantize_text
+            and device == "cpu"
+            and quantize_text_tower(model, processor.tokenizer, threads=config.text_threads)
+        )
         if precision == "bf16":
             model.audio_model.to(torch.bfloat16)
             model.audio_projection.to(torch.bfloat16)
@@ -185,7 +204,7 @@ class Embedder:
                 model.text_model.to(torch.bfloat16)
                 model.text_projection.to(torch.bfloat16)
         log.info(
-            "loaded %s on %s (%s, text int8: %s, fused attention: %s, torch mel: %s, threads: %d)",
+            "loaded %s on %s (%s, text int8: %s, fused attention: %s, torch mel: %s, threads: %d, text threads: %s)",
             config.id,
             device,
             precision,
@@ -193,8 +212,16 @@ class Embedder:
             config.fused_attention,
             config.fast_features,
             torch.get_num_threads(),
+            config.text_threads or "same",
         )
-        return cls(model, processor, config, device, precision, fingerprint, logit_scale, count)
+        return cls(model, processor, config, device, precision, fingerprint, logit_scale, count, bool(quantized))
+
+    @property
+    def path(self) -> str:
+        """Which kernels serve: e.g. "audio bf16, text int8 (AMX)" (for logs and benchmark tables)."""
+        text = "int8" if self.text_int8 else self.precision
+        where = vector_isa() if self.device == "cpu" else self.device
+        return f"audio {self.precision}, text {text} ({where})"
 
     def _pause_point(self, *_: Any) -> None:
         """Between audio layers: let the queue run urgent work (never recursively)."""
@@ -237,9 +264,13 @@ class Embedder:
 
         if not texts:
             return np.zeros((0, self.dim), np.float32)
+        if self.text_int8 and len(texts) > 1:
+            # Dynamic int8 scales activations per batch: one text at a time keeps each vector what it is alone.
+            return np.concatenate([self.embed_texts([text]) for text in texts])
         tokens = self.processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
         tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
-        with torch.inference_mode():
+        threads = self.config.text_threads if self.device == "cpu" else 0
+        with torch.inference_mode(), intra_op_threads(threads):
             vec = pooled(self.model.get_text_features(**tokens))
         return normalize(vec.float().cpu().numpy())
 

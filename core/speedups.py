@@ -1,10 +1,15 @@
 """CPU speed-ups for CLAP, each switchable in config: bf16 on AMX, fused window attention, batched torch mel
-features, int8 text tower, and per-clip linears that keep bf16 vectors independent of the batch."""
+features, int8 text tower, one intra-op thread for text, and per-clip linears that keep bf16 vectors independent
+of the batch."""
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +32,75 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+# oneDNN's ISA names in rising order (ONEDNN_MAX_CPU_ISA caps the kernels torch's bf16 matmuls may use).
+ONEDNN_ISAS = (
+    "SSE41 AVX AVX2 AVX2_VNNI AVX2_VNNI_2 AVX512_CORE AVX512_CORE_VNNI AVX512_CORE_BF16 AVX10_1_512 AVX512_CORE_FP16 "
+    "AVX10_1_512_AMX AVX512_CORE_AMX AVX10_1_512_AMX_FP16 AVX512_CORE_AMX_FP16 AVX10_2_512 AVX10_2_512_AMX_2"
+).split()
+
+
+def onednn_allows(isa: str) -> bool:
+    """False when the environment's ONEDNN_MAX_CPU_ISA caps oneDNN below this ISA (one of ONEDNN_ISAS)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if cap not in ONEDNN_ISAS:  # unset, ALL or DEFAULT: no cap
+        return True
+    return ONEDNN_ISAS.index(cap) >= ONEDNN_ISAS.index(isa)
+
+
 def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 matrix support (AMX or AVX512-BF16)."""
-    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+    """True when the CPU has native bf16 matrix support (AMX or AVX512-BF16) and oneDNN may use it."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags()) and onednn_allows("AVX512_CORE_BF16")
 
 
 def cpu_has_amx() -> bool:
-    """True when the CPU has AMX bf16 tiles, where bf16 inference is clearly faster than fp32."""
-    return "amx_bf16" in cpu_flags()
+    """True when the CPU has AMX bf16 tiles that oneDNN may use: there bf16 inference is clearly faster than fp32."""
+    return "amx_bf16" in cpu_flags() and onednn_allows("AVX512_CORE_AMX")
+
+
+def vector_isa() -> str:
+    """The widest vector ISA torch's kernels may use here, as named in the results: AMX, AVX-512, AVX2 or older."""
+    flags = cpu_flags()
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    if cpu_has_amx():
+        return "AMX"
+    if "avx512f" in flags and onednn_allows("AVX512_CORE") and aten not in ("avx2", "default"):
+        return "AVX-512"
+    return "AVX2" if "avx2" in flags else "pre-AVX2"
+
+
+def use_openmp_wait(policy: str) -> None:
+    """Set OMP_WAIT_POLICY for torch's OpenMP threads (unless the environment already does); "default" leaves it.
+
+    libgomp reads it once, when torch is first imported, so this must run before that. With the default policy an
+    idle team thread spins, and on a busy machine a team that lost a core to another process waits out whole time
+    slices at every barrier (a text query took 10x longer on 2 threads than on 1); passive threads sleep instead.
+    """
+    if policy == "default":
+        return
+    if "torch" in sys.modules:
+        if os.environ.get("OMP_WAIT_POLICY", "").lower() != policy:
+            log.info("torch was imported before OMP_WAIT_POLICY=%s could be set; keeping its setting", policy)
+        return
+    os.environ.setdefault("OMP_WAIT_POLICY", policy.upper())
+
+
+@contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """Run the block with n torch intra-op threads (0: leave as is), then restore the count.
+
+    Call from the thread that runs the model: torch's OpenMP team size is per calling thread.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if n <= 0 or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_precision(requested: str, device: str) -> str:
@@ -42,7 +108,7 @@ def resolve_precision(requested: str, device: str) -> str:
     if requested == "auto":
         return "bf16" if device == "cpu" and cpu_has_amx() else "fp32"
     if requested == "bf16" and device == "cpu" and not cpu_has_bf16():
-        log.warning("bf16 requested but this CPU has no native bf16; using fp32")
+        log.warning("bf16 requested but no native bf16 is usable here (CPU flags, ONEDNN_MAX_CPU_ISA); using fp32")
         return "fp32"
     if requested not in ("fp32", "bf16"):
         raise ModelLoadError(f"model.precision must be auto, fp32 or bf16, not {requested!r}")

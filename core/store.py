@@ -103,6 +103,9 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(f'"{w}"' for w in words[:32])
 
 
+LEXICAL_WINDOW = 200  # lexical(): matches ranked before their spaces are checked (see there)
+
+
 def fts_text(value: str) -> str:
     """Make file names searchable word by word."""
     return re.sub(r"[_\-.]+", " ", value)
@@ -551,19 +554,28 @@ class SqliteStore:
         return int(row["n"]), float(row["secs"]), int(row["users"])  # type: ignore[index]
 
     async def lexical(self, spaces: list[str], query: str, limit: int) -> list[int]:
-        """Sample ids matching the words of query by FTS5 BM25, best first."""
+        """Sample ids matching the words of query by FTS5 BM25, best first (ties by id).
+
+        The best LEXICAL_WINDOW matches of every space are ranked first and only those are joined to their rows to
+        keep these spaces' ones; if that leaves fewer than limit, the whole match set is joined. Either way the
+        answer is the same, but a common word no longer reads thousands of sample rows.
+        """
         match = fts_query(query)
         if match is None or not spaces:
             return []
         marks = ",".join("?" * len(spaces))
-        rows = await (
-            await self.db.execute(
-                "SELECT f.rowid AS id FROM samples_fts f JOIN samples s ON s.id = f.rowid"
-                f" JOIN spaces p ON p.id = s.space_id WHERE samples_fts MATCH ? AND p.key IN ({marks})"
-                " ORDER BY bm25(samples_fts, 10.0, 2.0, 5.0) LIMIT ?",
-                [match, *spaces, limit],
+        window = max(LEXICAL_WINDOW, 4 * limit)
+        for inner in (f"ORDER BY score, id LIMIT {window}", ""):
+            rows = list(
+                await self.db.execute_fetchall(
+                    "SELECT m.id FROM (SELECT rowid AS id, bm25(samples_fts, 10.0, 2.0, 5.0) AS score FROM samples_fts"
+                    f" WHERE samples_fts MATCH ? {inner}) m JOIN samples s ON s.id = m.id"
+                    f" JOIN spaces p ON p.id = s.space_id WHERE p.key IN ({marks}) ORDER BY m.score, m.id LIMIT ?",
+                    [match, *spaces, limit],
+                )
             )
-        ).fetchall()
+            if len(rows) >= limit:
+                break
         return [int(r["id"]) for r in rows]
 
     async def file_ids(self, ids: list[int], platform: str) -> dict[int, str]:

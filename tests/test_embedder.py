@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +13,9 @@ import pytest
 
 from core.audio import SAMPLE_RATE
 from core.config import ModelConfig
-from core.embedder import Embedder, windows
+from core.embedder import INT8_MIN_COSINE, Embedder, quantize_text_tower, windows
 from core.errors import ModelLoadError
+from core.speedups import cpu_flags, cpu_has_amx, cpu_has_bf16, onednn_allows, resolve_precision, vector_isa
 from tests.support.sounds import chirp, noise, tone
 
 
@@ -63,3 +68,64 @@ def test_unloadable_model_explains_the_fix(tmp_path: Path) -> None:
         Embedder.load(ModelConfig(id=str(tmp_path / "no-such-model")))
     message = str(info.value)
     assert "HF_HUB_OFFLINE" in message and "local directory" in message and "download" in message
+
+
+def test_text_on_one_thread_keeps_the_vectors_and_restores_the_thread_count(tiny_model_dir: Path) -> None:
+    import torch
+
+    texts = ["thunder", "a dog barking", "glass breaking"]
+    one = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", quantize_text=False, text_threads=1))
+    same = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", quantize_text=False, text_threads=0))
+    before = torch.get_num_threads()
+    a, b = one.embed_texts(texts), same.embed_texts(texts)
+    assert torch.get_num_threads() == before
+    assert float(np.min(np.sum(a * b, axis=1))) >= 0.99999
+
+
+def test_int8_text_tower_keeps_its_cosine_promise_alone_or_batched(tiny_model_dir: Path) -> None:
+    texts = ["thunder", "a dog barking", "glass breaking"]
+    fp32 = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", quantize_text=False))
+    int8 = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", quantize_text=True))
+    assert int8.text_int8 and "text int8" in int8.path and not fp32.text_int8
+    batched = int8.embed_texts(texts)
+    assert float(np.min(np.sum(batched * fp32.embed_texts(texts), axis=1))) >= INT8_MIN_COSINE
+    alone = np.stack([int8.embed_texts([t])[0] for t in texts])
+    assert float(np.min(np.sum(batched * alone, axis=1))) >= 0.99999
+
+
+def test_failed_int8_parity_check_keeps_fp32_with_a_warning(
+    tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    loaded = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", quantize_text=False))
+    tower = loaded.model.text_model
+    before = loaded.embed_texts(["thunder"])
+    with caplog.at_level(logging.WARNING, logger="core.embedder"):
+        kept = quantize_text_tower(loaded.model, loaded.processor.tokenizer, min_cosine=1.5)  # unreachable
+    assert not kept and loaded.model.text_model is tower
+    assert "int8 text tower kept off" in caplog.text
+    assert np.array_equal(loaded.embed_texts(["thunder"]), before)
+
+
+def test_amx_is_used_only_where_onednn_may_use_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not onednn_allows("AVX512_CORE_AMX") and onednn_allows("AVX2")
+    assert not cpu_has_amx() and not cpu_has_bf16()
+    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "fp32"
+    assert vector_isa() in ("AVX2", "pre-AVX2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert onednn_allows("AVX512_CORE_AMX") and onednn_allows("AVX512_CORE_BF16")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert cpu_has_amx() == ("amx_bf16" in cpu_flags())
+
+
+def test_openmp_wait_policy_is_set_before_torch_and_never_overrides_the_environment() -> None:
+    code = (
+        "import os, sys; from core.speedups import use_openmp_wait; use_openmp_wait('passive'); "
+        "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["PASSIVE", "False"]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["ACTIVE", "False"]

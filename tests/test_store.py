@@ -11,7 +11,7 @@ import pytest
 
 from core.config import Config
 from core.engine import open_store
-from core.store import MIGRATIONS, NewSample, SavedQuery, SqliteStore, Store, fts_query
+from core.store import LEXICAL_WINDOW, MIGRATIONS, NewSample, SavedQuery, SqliteStore, Store, fts_query
 from tests.support.raw_sql import fetch
 
 
@@ -113,6 +113,22 @@ async def test_lexical_search_over_names_descriptions_tags(store: Store) -> None
     assert await store.lexical(["a"], "dog", 10) == [tagged]
     assert await store.lexical(["a"], '"); DROP TABLE samples; --', 10) == []
     assert len(await store.lexical(["a", "other"], "thunder", 10)) == 2
+
+
+async def test_lexical_finds_a_space_s_matches_behind_many_better_ones_elsewhere(store: SqliteStore) -> None:
+    # More than LEXICAL_WINDOW better matches in another space: the windowed ranking must fall back to all matches.
+    for i in range(LEXICAL_WINDOW + 20):
+        await store.add_sample(sample("crowd", f"{i + 1:064x}", f"kick_{i}.wav", windows=1, tags=()))
+    mine = [
+        (
+            await store.add_sample(sample("mine", f"{i + 1:064x}", f"pad {i}.wav", description=f"a kick {'x ' * i}"))
+        ).sample_id
+        for i in range(3)
+    ]
+    assert await store.lexical(["mine"], "kick", 10) == mine  # the shortest document ranks first, as in BM25
+    best = await store.lexical(["crowd", "mine"], "kick", 5)
+    assert len(best) == 5 and not set(best) & set(mine)
+    assert (await store.lexical(["crowd"], "kick", 300))[:5] == best  # one ranking, however many are asked for
 
 
 def test_fts_query_quotes_words() -> None:
