@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench.machine import _cpuinfo, load_average
+from bench.sections import block, write_section
 from core.audio import MB, Limits
 from core.config import IndexConfig, masked_url
 from core.files import FileStore
@@ -36,7 +37,6 @@ from core.previews import Previews
 from core.store import NewSample, SqliteStore, Store, to_blob
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
-START, END = "<!-- catchup:start -->", "<!-- catchup:end -->"
 SPACE = "bench"
 DIM = 512
 TARGET_SECONDS = 1.0
@@ -241,18 +241,6 @@ def report(runs: list[Run], command: str, postgres: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = RESULTS) -> None:
-    """Put text between the catchup markers of RESULTS.md (appending them if absent), leaving the rest alone."""
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    block = f"{START}\n{text.rstrip()}\n{END}"
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        new = head + block + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old else "") + block + "\n"
-    path.write_text(new, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.catchup", description=__doc__.splitlines()[0])
     parser.add_argument("--vectors", type=int, default=100_000)
@@ -269,7 +257,7 @@ def main() -> None:
     text = report(runs, command + (" --postgres …" if args.postgres else ""), args.postgres)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(block("catchup", text))
 
 
 if __name__ == "__main__":

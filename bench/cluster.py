@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.sections import write_section
 from core.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,17 +205,6 @@ def section(result: dict[str, Any]) -> str:
         END,
     ]
     return "\n".join(lines)
-
-
-def write_section(body: str, path: Path = RESULTS) -> None:
-    """Replace the cluster section of RESULTS.md (or append it)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if START in text and END in text:
-        head, _, rest = text.partition(START)
-        text = head + body + rest.partition(END)[2]
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    path.write_text(text, encoding="utf-8")
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.machine import INTERESTING_FLAGS, _cpuinfo
+from bench.sections import block, write_section
 from bot.importer import walk
 from core import audio
 from core import fingerprint as fpr
@@ -32,7 +33,6 @@ ROOTS = (Path("/usr/share/hydrogen/data/drumkits"), Path("/usr/share/lmms/sample
 HOLDOUT_KITS = ("Gimme A Hand 1.0", "rumpf_kit_z01_h2", "circAfrique v4", "ElectricEmpireKit")
 LIMITS = audio.Limits(max_bytes=64 * audio.MB, max_seconds=600.0, timeout=30.0)
 RESULTS = Path(__file__).parent / "RESULTS.md"
-START, END = "<!-- fingerprint:start -->", "<!-- fingerprint:end -->"
 DUPLICATE_CORRELATION = 0.9  # two files whose waveforms correlate this well are one recording
 BIG_LIBRARY = 10_000
 
@@ -441,18 +441,6 @@ def margin_table(pos: list[Outcome], neg: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = RESULTS) -> None:
-    """Put text between the fingerprint markers of RESULTS.md (appending them if absent), leaving the rest alone."""
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    block = f"{START}\n{text.rstrip()}\n{END}"
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        new = head + block + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old else "") + block + "\n"
-    path.write_text(new, encoding="utf-8")
-
-
 def _cpu() -> str:
     model, flags = _cpuinfo()
     found = [f for f in INTERESTING_FLAGS if f in flags]
@@ -716,7 +704,7 @@ def main() -> None:
     text = report(facts, pos, neg, big, library.sounds)
     print(text)
     if not args.quick:
-        write_section(text, args.out)
+        write_section(block("fingerprint", text), args.out)
         log.info("wrote %s", args.out)
 
 

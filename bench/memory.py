@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.sections import write_section
 from bot.malloc import return_large_buffers
 
 HERE = Path(__file__).parent
@@ -212,22 +213,6 @@ def section(result: dict[str, Any]) -> str:
     )
 
 
-def replace_section(text: str, body: str) -> str:
-    """text with the memory section replaced by body, or body appended if there is none."""
-    if START in text and END in text:
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
-        return head + body + tail
-    return text.rstrip("\n") + "\n\n" + body + "\n"
-
-
-def keep_section(old: str, new: str) -> str:
-    """new with the memory section carried over from old (bench.run rewrites the rest of RESULTS.md)."""
-    if START in old and END in old and START not in new:
-        return replace_section(new, START + old.partition(START)[2].partition(END)[0] + END)
-    return new
-
-
 def main(argv: list[str] | None = None) -> int:
     """Measure, print one JSON line, and optionally write RESULTS.md."""
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
@@ -242,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result), flush=True)
     if args.write:
         path = HERE / "RESULTS.md"
-        path.write_text(replace_section(path.read_text(encoding="utf-8"), section(result)), encoding="utf-8")
+        write_section(section(result), path)
     return 0
 
 

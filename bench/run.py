@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from bench import corpus, machine, report
 from bench.model import resolve
+from bench.sections import keep_sections
 from core.config import ModelConfig
 from core.speedups import use_openmp_wait
 
@@ -32,17 +32,8 @@ HERE = Path(__file__).parent
 OUT = HERE / "out"
 
 
-SECTION = re.compile(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", re.DOTALL)
-
 # What an AVX2-only CPU allows, for --emulate-avx2: oneDNN's kernels, ATen's vectorised kernels and fbgemm's (int8).
 AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
-
-
-def keep_sections(old: str, new: str) -> str:
-    """new with every `<!-- NAME:start -->...<!-- NAME:end -->` section of old that new lacks carried over at its end
-    (other benchmarks write those: fingerprint, memory, catchup, cluster, timeline...)."""
-    kept = [m.group(0) for m in SECTION.finditer(old) if f"<!-- {m.group(1)}:start -->" not in new]
-    return "\n\n".join([new.rstrip("\n"), *kept]) + "\n" if kept else new
 
 
 def run_scale(n: int) -> dict[str, object]:

@@ -39,6 +39,7 @@ import numpy as np
 from bench import corpus, machine
 from bench.interactive import Latencies, build_library, query_texts, text_queries
 from bench.memory import _status, reset_peak, resolve_model, settled_rss
+from bench.sections import write_section
 from core.audio import SAMPLE_RATE, Limits, decode, ffmpeg_exe
 from core.errors import BadAudio
 
@@ -575,17 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, default=str))
     print(body)
     if not args.no_write:
-        RESULTS.write_text(replace_timeline(RESULTS.read_text(encoding="utf-8"), body), encoding="utf-8")
+        write_section(body, RESULTS)
     return 0
-
-
-def replace_timeline(text: str, body: str) -> str:
-    """text with the timeline section replaced by body, or body appended."""
-    start, end = MARKERS
-    if start in text and end in text:
-        head, _, rest = text.partition(start)
-        return head + body + rest.partition(end)[2]
-    return text.rstrip("\n") + "\n\n" + body + "\n"
 
 
 if __name__ == "__main__":

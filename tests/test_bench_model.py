@@ -4,7 +4,7 @@ tokenizer that works, and bench.run keeps the other benchmarks' sections of RESU
 from __future__ import annotations
 
 from bench.model import _tokenizer, clap_config
-from bench.run import keep_sections
+from bench.sections import keep_sections
 
 
 def test_bench_model_config_is_the_full_size_architecture() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bench import timeline as bench
+from bench.sections import replace_section
 from core.audio import SAMPLE_RATE, Limits, decode
 from core.config import Config
 from core.engine import Engine
@@ -35,8 +36,8 @@ def test_the_section_is_replaced_in_place_or_appended() -> None:
     start, end = bench.MARKERS
     body = f"{start}\nnew\n{end}"
     text = f"# head\n\n{start}\nold\n{end}\n\n<!-- memory:start -->\nkept\n<!-- memory:end -->\n"
-    assert bench.replace_timeline(text, body) == text.replace("old", "new")
-    assert bench.replace_timeline("# head\n", body) == f"# head\n\n{body}\n"
+    assert replace_section(text, body) == text.replace("old", "new")
+    assert replace_section("# head\n", body) == f"# head\n\n{body}\n"
 
 
 def test_rss_slope_is_per_hour_of_audio() -> None:
