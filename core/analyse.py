@@ -57,10 +57,11 @@ class Analyser:
         if not labels:
             raise ValueError("a timeline needs at least one label")
         label_vectors, logit_scale = await self.encoder.label_vectors(labels)
-        # Each label must stand out above what else a frame could be: the built-in vocabulary, or a few sounds.
+        # Each label must stand out above what else a frame could be (the built-in vocabulary, or a few sounds),
+        # and not be clearly beaten by another label asked for (a vocabulary can't hold every alternative).
         reference, _ = await self.encoder.label_vectors(await self.encoder.vocabulary() or list(REFERENCE))
         vectors, duration = await self._window_vectors(source, progress)
-        scores = calibrate(vectors @ label_vectors.T, logit_scale, vectors @ reference.T)
+        scores = calibrate(vectors @ label_vectors.T, logit_scale, vectors @ reference.T, rivals=True)
         found = events(scores, labels, self.params, duration)
         png = await asyncio.to_thread(timeline_png, scores, labels, duration, self.config.chart_rows, self.params)
         log.info("timeline of %.1f s: %d windows, %d events", duration, len(vectors), len(found))

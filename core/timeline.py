@@ -80,7 +80,11 @@ def frame_cells(frames: int, params: TimelineParams, duration: float | None = No
 
 
 def calibrate(
-    similarities: np.ndarray, logit_scale: float, reference: np.ndarray | None = None, quantile: float = 0.75
+    similarities: np.ndarray,
+    logit_scale: float,
+    reference: np.ndarray | None = None,
+    quantile: float = 0.75,
+    rivals: bool = False,
 ) -> np.ndarray:
     """Per-label probabilities in [0, 1] from cosine similarities (frames x labels), each label on its own.
 
@@ -95,6 +99,10 @@ def calibrate(
     Not each label's median over the frames: a label's similarity on sounds it doesn't name varies with what they
     are (a "white noise" prompt sits closer to silence than to tones), so on a clip of several sounds it lit up on
     whatever happened to sit above its median.
+
+    With rivals, the labels asked for also compete: a label scores at most 2 * sigmoid(scale * (similarity - the
+    best other label's)), which is 1 at a tie or above, so sounds heard together keep their scores, but a label
+    clearly beaten by another (a "high tone" on a low tone, which a reference without pitches lets through) loses.
     """
     sims = np.asarray(similarities, dtype=np.float64)
     if sims.ndim != 2:
@@ -109,7 +117,15 @@ def calibrate(
     if len(ref) != len(sims) or ref.shape[1] == 0:
         raise ValueError("the reference needs similarities for every frame")
     baseline = np.quantile(ref, quantile, axis=1, keepdims=True) if len(ref) else np.zeros((0, 1))
-    return 1.0 / (1.0 + np.exp(-logit_scale * (sims - baseline)))
+    probs = _sigmoid(logit_scale * (sims - baseline))
+    if rivals and sims.shape[1] > 1:
+        others = np.where(np.eye(sims.shape[1], dtype=bool), -np.inf, sims[:, None, :]).max(axis=2)
+        probs = np.minimum(probs, np.minimum(1.0, 2 * _sigmoid(logit_scale * (sims - others))))
+    return probs
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 def median_filter(scores: np.ndarray, frames: int) -> np.ndarray:

@@ -143,6 +143,20 @@ def test_calibration_is_per_label_against_a_frame_baseline_not_a_softmax() -> No
         calibrate(sims[:, :2], logit_scale=30.0)
 
 
+def test_with_rivals_a_label_clearly_beaten_by_another_one_asked_for_loses_but_a_tie_keeps_both() -> None:
+    vocabulary = np.zeros((3, 5))  # a reference that every label stands out above
+    sims = np.array([[0.2, 0.08, 0.0], [0.2, 0.2, 0.0], [0.1, -0.1, 0.3]])
+    plain = calibrate(sims, logit_scale=30.0, reference=vocabulary)
+    ranked = calibrate(sims, logit_scale=30.0, reference=vocabulary, rivals=True)
+    assert plain[0, 1] > 0.9 and ranked[0, 1] < 0.1  # beaten by 0.12: out
+    assert ranked[2, 0] < 0.01 and ranked[2, 2] == plain[2, 2]  # the winner keeps its score
+    assert np.array_equal(ranked[1, :2], plain[1, :2])  # heard together, as loud: both as if asked alone
+    best_other = np.array([[0.08, 0.2, 0.2], [0.2, 0.2, 0.2], [0.3, 0.3, 0.1]])
+    assert np.allclose(ranked, np.minimum(plain, np.minimum(1, 2 / (1 + np.exp(-30.0 * (sims - best_other))))))
+    alone = calibrate(sims[:, :1], logit_scale=30.0, reference=vocabulary, rivals=True)
+    assert np.array_equal(alone, plain[:, :1])  # a label asked for alone has no rival
+
+
 def test_params_reject_inconsistent_settings() -> None:
     for bad in ({"off_threshold": 0.9}, {"median_frames": 4}, {"hop_seconds": 0.0}, {"max_labels_per_moment": 0}):
         with pytest.raises(ValueError):
