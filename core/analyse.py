@@ -61,7 +61,7 @@ class Analyser:
         # and not be clearly beaten by another label asked for (a vocabulary can't hold every alternative).
         reference, _ = await self.encoder.label_vectors(await self.encoder.vocabulary() or list(REFERENCE))
         vectors, duration = await self._window_vectors(source, progress)
-        scores = calibrate(vectors @ label_vectors.T, logit_scale, vectors @ reference.T, rivals=True)
+        scores = calibrate(vectors @ label_vectors.T, logit_scale, vectors @ reference.T, rivals=self.config.rivals)
         found = events(scores, labels, self.params, duration)
         png = await asyncio.to_thread(timeline_png, scores, labels, duration, self.config.chart_rows, self.params)
         log.info("timeline of %.1f s: %d windows, %d events", duration, len(vectors), len(found))

@@ -253,6 +253,7 @@ class TimelineConfig:
     min_event_seconds: Float = 1.0
     merge_gap_seconds: Float = 1.0  # one event, not two, across gaps shorter than this
     max_labels_per_moment: Count = 2
+    rivals: Bool = False  # asked labels compete: one clearly beaten by another is dropped (e.g. pitches)
     chart_rows: Count = 8  # labels shown in the picture
 
 
