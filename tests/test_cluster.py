@@ -155,6 +155,7 @@ async def test_cluster_imports_while_users_search_through_a_worker_crash_and_a_f
         code, out, err = await asyncio.wait_for(importer, SLOW)
         assert code == 0, err
         report = json.loads(out)
+        assert (report["added"], report["failed"]) == (FILES, []), report
         log = workers_log.read_text(errors="replace")
         assert "crash point worker-embedded reached" in log, log
         streams = "|".join(re.escape(Keys(prefix).stream(p)) for p in Priority)
@@ -202,6 +203,7 @@ async def test_cluster_imports_while_users_search_through_a_worker_crash_and_a_f
             await again.reaches(
                 eventually(lambda: answer_of(fake, interaction) is not None, "answered the /add"), "replayed"
             )
+        assert again.returncode == 0, again.output  # SIGTERM: a clean stop
         answer = answer_of(fake, interaction)
         assert answer is not None and "Added #" in answer and "held" in answer, answer
         code, out, err = await shira_command(shared, "stats", "--space", space, "--json", env=env)
