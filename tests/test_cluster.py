@@ -111,6 +111,7 @@ async def test_cluster_imports_while_users_search_through_a_worker_crash_and_a_f
         ]
         env = {"SHIRA_DISCORD_TOKEN": fake.token}
         owner = (fake.guild_id >> 22) % 2  # the shard that gets the guild's events; DMs go to shard 0
+        assert owner == 1, "the fake's guild must sit on shard 1, so that both frontends get traffic"
         space = f"discord:guild:{fake.guild_id}"
         workers_log = tmp_path / "workers.log"
 
