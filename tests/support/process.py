@@ -87,3 +87,16 @@ async def shira_run(config: Path, env: dict[str, str]) -> AsyncIterator[RunningS
             proc.send_signal(signal.SIGTERM)
         running.returncode = await asyncio.wait_for(proc.wait(), 60)
         await asyncio.gather(*readers)
+
+
+async def shira_command(config: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run `python -m bot ARGS --config CONFIG` to its end; its exit code, stdout and stderr."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SHIRA_")}
+    full_env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)} | (env or {})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, "--config", str(config),
+        cwd=ROOT, env=full_env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    return int(proc.returncode or 0), out.decode(errors="replace"), err.decode(errors="replace")
