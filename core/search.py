@@ -66,6 +66,9 @@ class Searcher:
         self.library = library
         self.encoder = encoder
         self.config = config
+        # One match at a time: its working memory grows with the hash collisions a long query finds, and
+        # matches running side by side in threads would multiply it past what the byte budget admits.
+        self._matching = asyncio.Lock()
 
     async def search_vector(
         self,
@@ -125,8 +128,9 @@ class Searcher:
 
         for space in spaces:
             await self.library.ensure_prints(space)
-        query = await asyncio.to_thread(query_fingerprint, samples[: int(EXACT_QUERY_SECONDS * rate)], rate)
-        found = decide(await asyncio.to_thread(self.library.prints.match, spaces, query))
+        async with self._matching:
+            query = await asyncio.to_thread(query_fingerprint, samples[: int(EXACT_QUERY_SECONDS * rate)], rate)
+            found = decide(await asyncio.to_thread(self.library.prints.match, spaces, query))
         if found is None:
             return None
         row = await self.store.get_sample(found.sample_id)
