@@ -63,8 +63,8 @@ class Run:
 
     @property
     def log(self) -> str:
-        """What it has printed so far."""
-        return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
+        """What it has printed so far (nothing before the forked child has opened its files)."""
+        return "".join(p.read_text(errors="replace") for p in (self.out, self.err) if p.exists())
 
     async def exit(self, timeout: float = 120.0) -> int:
         """Its exit code (-9: SIGKILLed), once it ends."""
@@ -393,6 +393,7 @@ async def settle(ledger: Ledger, runs: Runs) -> Run:
         await ledger.wait_settled()
     except TimeoutError:
         raise AssertionError(f"not answered: {ledger.problems()}\n{run.log}") from None
+    await run.logged("shira is running")  # nothing may have been pending: still, stop only a run that has started
     run.kill(signal.SIGTERM)
     assert await run.exit(30) == 0, run.log
     ledger.ended()
