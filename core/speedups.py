@@ -1,6 +1,6 @@
-"""CPU speed-ups for CLAP, each switchable in config: bf16 on AMX or AVX512-BF16, fused window attention, batched torch mel
-features, int8 text tower, one intra-op thread for text, and per-clip linears that keep bf16 vectors independent
-of the batch."""
+"""CPU speed-ups for CLAP, each switchable in config: bf16 on AMX or AVX512-BF16, fused window attention, batched
+torch mel features, int8 text tower, one intra-op thread for text, and per-clip linears that keep bf16 vectors
+independent of the batch."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def cpu_has_amx() -> bool:
 
 
 def vector_isa() -> str:
-    """The widest vector ISA torch's kernels may use here, as named in the results: AMX, AVX512-BF16, AVX-512, AVX2..."""
+    """The widest vector ISA torch's kernels may use here, as named in the results (AMX ... pre-AVX2)."""
     flags = cpu_flags()
     aten = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
     if cpu_has_amx():
