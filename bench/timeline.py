@@ -455,7 +455,7 @@ def section(r: dict[str, Any]) -> str:
         f"{1 / (windows * 0.142):.1f} s of audio per second.",
         f"- At this speed a recording of `max_seconds` = {r['max_seconds'] / 3600:g} h takes about "
         f"{r['max_seconds'] / (ten['seconds_audio'] / ten['wall']) / 60:.0f} min; the door's deadline for a "
-        f"timeline (`[limits] bulk_request_seconds`) is {r['bulk_request_seconds'] / 60:.0f} min.",
+        f"timeline (`[timeline] deadline_seconds`) is {r['deadline_seconds'] / 60:.0f} min.",
         "- Text queries are bench.interactive's: a warm 10k synthetic library, every query new, 50 ms apart; the "
         "loaded ones start 2 s after a timeline of the 10-minute file does, and it is stopped after them "
         f"({during}). {verdict}",
@@ -533,7 +533,7 @@ def measure(quick: bool, model: str | None, minutes: float) -> dict[str, Any]:
         "other_cores": other.cores(),
         "params": {"window_seconds": config.timeline.window_seconds, "hop_seconds": config.timeline.hop_seconds},
         "max_seconds": config.timeline.max_seconds,
-        "bulk_request_seconds": config.limits.bulk_request_seconds,
+        "deadline_seconds": config.timeline.deadline_seconds,
         "hour_bytes": hour.stat().st_size,
         "session": session,
         "memory_full": memory_full,

@@ -94,8 +94,11 @@ class Commands:
     async def _answer(self, request: Request) -> tuple[Reply, str]:
         """The reply and its outcome, for the metrics."""
         limits = self.config.limits
-        long = request.bulk or request.command is Command.TIMELINE  # these wait behind chat requests
-        deadline = asyncio.timeout(limits.bulk_request_seconds if long else limits.request_seconds)
+        if request.command is Command.TIMELINE:  # waits behind chat requests, and grows with the recording
+            seconds = self.config.timeline.deadline_seconds
+        else:
+            seconds = limits.bulk_request_seconds if request.bulk else limits.request_seconds
+        deadline = asyncio.timeout(seconds)
         try:
             if request.platform != OPERATOR:
                 await self._charge(request)

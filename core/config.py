@@ -248,6 +248,7 @@ class TimelineConfig:
     hop_seconds: Seconds = 0.5  # at most window_seconds; an event's edges are known to about this
     max_seconds: Seconds = 7200.0  # the longest recording analysed (2 hours)
     max_bytes: Count = 200 * MB  # the largest file accepted for a timeline
+    deadline_seconds: Seconds = 14400.0  # a timeline's deadline: its analysis grows with its length
     on_threshold: Fraction = 0.75  # an event starts where its calibrated score reaches this
     off_threshold: Fraction = 0.5  # and lasts while it stays above this (at most on_threshold)
     min_event_seconds: Float = 1.0

@@ -189,3 +189,21 @@ async def test_a_request_past_its_deadline_gets_a_friendly_answer(engine: Engine
     reply = await engine.handle(Request("test", "s", "u2", Command.SEARCH, text="thunder"))
     assert reply.kind == ReplyKind.RESULTS, reply.text
     assert await engine.store.count("s") == 0  # the abandoned addition never got as far as the library
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_timeline_has_its_own_deadline(tmp_path: Path, tiny_model_dir: Path) -> None:
+    limits = {"request_seconds": 60.0, "bulk_request_seconds": 60.0}
+    config = make_config(tmp_path / "data", tiny_model_dir, limits=limits, timeline={"deadline_seconds": 1.0})
+    sound = encode(tone(3.0, 440.0), tmp_path / "c.ogg").read_bytes()
+    async with Engine.open(config, warm_labels=False) as engine:
+        model = GatedModel(engine.encoder.queue.model)  # type: ignore[attr-defined]
+        engine.encoder.queue.model = model  # type: ignore[attr-defined]
+        model.gate.clear()
+        started = time.perf_counter()
+        request = Request("test", "s", "u", Command.TIMELINE, text="a tone", audio=(upload(sound, "c.ogg"),))
+        reply = await engine.handle(request)
+        assert reply.kind == ReplyKind.ERROR and reply.text == "That took too long; please try again.", reply.text
+        assert time.perf_counter() - started < 30  # the timeline's 1 s, not the 60 s of other requests
+        model.gate.set()
