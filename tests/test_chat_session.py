@@ -7,7 +7,6 @@ name and button in the transcript is checked, no limit is met, and no reply that
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -18,14 +17,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from adapters.telegram.adapter import TelegramAdapter
-from adapters.telegram.config import TelegramConfig
 from adapters.telegram.translate import MENU
-from core.engine import Engine
 from tests.conftest import make_config
 from tests.fakes.telegram_api import Call, FakeTelegram, group_chat, private_chat, user
 from tests.support.sounds import chirp, encode, noise, tone
-from tests.test_telegram_e2e import Running, answer, bot_message, keyboard
+from tests.support.telegram_bot import Running, running_bot
+from tests.test_telegram_e2e import answer, bot_message, keyboard
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -66,35 +63,11 @@ def sounds(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, bytes]]:
     return made
 
 
-async def _serve(
-    fake: FakeTelegram, data_dir: Path, model_dir: Path, ready: asyncio.Future[Running], stop: asyncio.Event
-) -> None:
-    config = make_config(data_dir, model_dir, search={"k": K})  # the default rate limits
-    telegram = TelegramConfig(enabled=True, token=fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url)
-    try:
-        async with Engine.open(config) as engine:
-            adapter = TelegramAdapter(engine, telegram, poll_timeout=5)  # Telegram's 20 messages a minute a group
-            await adapter.start()
-            try:
-                ready.set_result(Running(fake, engine, adapter))
-                await stop.wait()
-            finally:
-                await adapter.stop()
-    except BaseException as exc:
-        if not ready.done():
-            ready.set_exception(exc)
-        raise
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def bot(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> AsyncIterator[Running]:
-    async with FakeTelegram() as fake:
-        ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
-        stop = asyncio.Event()
-        task = asyncio.create_task(_serve(fake, tmp_path_factory.mktemp("session"), tiny_model_dir, ready, stop))
-        yield await asyncio.wait_for(ready, 120)
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    config = make_config(tmp_path_factory.mktemp("session"), tiny_model_dir, search={"k": K})  # default rate limits
+    async with FakeTelegram() as fake, running_bot(fake, config, poll_timeout=5) as on:  # 20 messages a minute a group
+        yield on
 
 
 async def say(
