@@ -94,12 +94,7 @@ async def test_cluster_imports_while_users_search_through_a_worker_crash_and_a_f
         "worker_max_jobs": 2,
     }
     async with FakeDiscord(token="cluster-test-token-42") as fake, AsyncExitStack() as stack:
-        discord = {
-            "api_base_url": fake.api_base_url,
-            "gateway_url": fake.gateway_url,
-            "dev_guild": fake.guild_id,
-            "shard_count": 2,
-        }
+        discord = fake.endpoints(shard_count=2)
         data = tmp_path / "data"  # shared by every process (the originals' file store)
         sections: dict[str, dict[str, object]] = {"cluster": cluster, "run": {"drain_seconds": 2}}
         shared = write_config(tmp_path / "cluster.toml", data, tiny_model_dir, "discord", discord, sections)

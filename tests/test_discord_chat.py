@@ -59,14 +59,7 @@ async def open_guild(tmp: Path, model_dir: Path, fake: FakeDiscord, sounds: list
         tmp / "data",
         model_dir,
         search={"k": 2},
-        discord={
-            "enabled": True,
-            "token": fake.token,
-            "api_base_url": fake.api_base_url,
-            "gateway_url": fake.gateway_url,
-            "dev_guild": fake.guild_id,
-            "admin_role": fake.adder_role_name,
-        },
+        discord=fake.section(admin_role=fake.adder_role_name),
     )
     async with Engine.open(config) as engine:
         adapter = create(engine, config.discord)

@@ -205,14 +205,7 @@ async def world(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
             tmp / "data",
             tiny_model_dir,
             limits={"requests_per_minute": 0},
-            discord={
-                "enabled": True,
-                "token": fake.token,
-                "api_base_url": fake.api_base_url,
-                "gateway_url": fake.gateway_url,
-                "dev_guild": fake.guild_id,
-                "add_role": fake.adder_role_name,
-            },
+            discord=fake.section(add_role=fake.adder_role_name),
         )
         # the first command sync is rate limited: the client must wait and retry
         fake.rate_limit("PUT", rf"/applications/{fake.app_id}/guilds/{fake.guild_id}/commands", retry_after=0.3)

@@ -19,7 +19,7 @@ async def test_shira_run_connects_syncs_and_answers(tmp_path: Path, tiny_model_d
             tmp_path / "data",
             tiny_model_dir,
             "discord",
-            {"api_base_url": fake.api_base_url, "gateway_url": fake.gateway_url, "dev_guild": fake.guild_id},
+            fake.endpoints(),
         )
         async with shira_run(config, {"SHIRA_DISCORD_TOKEN": fake.token}) as shira:
             await shira.reaches(fake.identified.wait(), "reached the gateway")

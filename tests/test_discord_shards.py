@@ -15,22 +15,11 @@ from tests.conftest import make_config
 from tests.fakes.discord_api import FakeDiscord, user_payload
 
 
-def _discord(fake: FakeDiscord, **keys: object) -> dict[str, object]:
-    return {
-        "enabled": True,
-        "token": fake.token,
-        "api_base_url": fake.api_base_url,
-        "gateway_url": fake.gateway_url,
-        "dev_guild": fake.guild_id,
-        **keys,
-    }
-
-
 async def test_each_shard_gets_only_its_guilds_and_an_interaction_is_answered_once(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     async with FakeDiscord() as fake:
-        config = make_config(tmp_path, tiny_model_dir, discord=_discord(fake, shard_count=2))
+        config = make_config(tmp_path, tiny_model_dir, discord=fake.section(shard_count=2))
         async with Engine.open(config, model=False) as engine:
             adapters: list[DiscordAdapter] = []
             try:
@@ -59,7 +48,7 @@ async def test_inconsistent_shard_settings_are_refused(
     tmp_path: Path, tiny_model_dir: Path, keys: dict[str, object], message: str
 ) -> None:
     fake = FakeDiscord()
-    config = make_config(tmp_path, tiny_model_dir, discord=_discord(fake, **keys))
+    config = make_config(tmp_path, tiny_model_dir, discord=fake.section(**keys))
     async with Engine.open(config, model=False) as engine:
         with pytest.raises(ConfigError, match=message):
             create(engine, config.discord)

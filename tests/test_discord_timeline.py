@@ -62,13 +62,7 @@ async def world(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
             tiny_model_dir,
             limits={"requests_per_minute": BUDGET},
             timeline={"max_seconds": MAX_SECONDS, "max_bytes": MAX_BYTES, "chart_rows": 4},
-            discord={
-                "enabled": True,
-                "token": fake.token,
-                "api_base_url": fake.api_base_url,
-                "gateway_url": fake.gateway_url,
-                "dev_guild": fake.guild_id,
-            },
+            discord=fake.section(),
         )
         async with Engine.open(config) as engine, SqliteInbox.open(Path(config.data_dir) / "shira.db") as inbox:
             adapter = create(engine, config.discord, inbox=inbox)

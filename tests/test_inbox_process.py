@@ -372,8 +372,7 @@ def telegram_config(tmp_path: Path, model_dir: Path, fake: FakeTelegram) -> Path
 
 
 def discord_config(tmp_path: Path, model_dir: Path, fake: FakeDiscord) -> Path:
-    settings = {"api_base_url": fake.api_base_url, "gateway_url": fake.gateway_url, "dev_guild": fake.guild_id}
-    return write_config(tmp_path / "shira.toml", tmp_path / "data", model_dir, "discord", settings, common())
+    return write_config(tmp_path / "shira.toml", tmp_path / "data", model_dir, "discord", fake.endpoints(), common())
 
 
 def common() -> dict[str, dict[str, object]]:

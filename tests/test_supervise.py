@@ -258,7 +258,7 @@ async def test_shira_run_exits_non_zero_when_the_discord_gateway_closes_for_good
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     async with FakeDiscord(token="supervised-token-123") as fake:
-        settings = {"api_base_url": fake.api_base_url, "gateway_url": fake.gateway_url, "dev_guild": fake.guild_id}
+        settings = fake.endpoints()
         config = with_health(
             write_config(tmp_path / "s.toml", tmp_path / "data", tiny_model_dir, "discord", settings), 4
         )

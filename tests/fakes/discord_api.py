@@ -131,6 +131,14 @@ class FakeDiscord:
         """The websocket URL, without query."""
         return f"ws://127.0.0.1:{self.port}/gateway"
 
+    def endpoints(self, **keys: object) -> dict[str, object]:
+        """[discord] keys that point a bot at this fake (plus any given), for a config file with the token in env."""
+        return {"api_base_url": self.api_base_url, "gateway_url": self.gateway_url, "dev_guild": self.guild_id, **keys}
+
+    def section(self, **keys: object) -> dict[str, object]:
+        """A whole enabled [discord] section for this fake, token included (plus any keys given)."""
+        return {"enabled": True, "token": self.token, **self.endpoints(**keys)}
+
     def new_id(self) -> int:
         """A fresh snowflake."""
         return next(self._ids)
