@@ -29,7 +29,13 @@ VARIANTS: dict[str, dict[str, object]] = {
     "bf16 (AMX or AVX512-BF16) + torch mel + fused attention, batch 8, bf16 text": dict(
         precision="bf16", batch_size=8, quantize_text=False
     ),
-    "shira defaults (bf16 audio, int8 text, batch 8)": dict(),
+    "int8 audio (dynamic, per clip) + torch mel + fused attention, batch 1": dict(
+        precision="int8", batch_size=1, quantize_text=False
+    ),
+    "int8 audio (dynamic, per clip) + torch mel + fused attention, batch 8": dict(
+        precision="int8", batch_size=8, quantize_text=False
+    ),
+    "shira defaults (precision auto: bf16 with native bf16, else int8; int8 text; batch 8)": dict(),
 }
 
 

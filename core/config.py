@@ -133,7 +133,7 @@ class ModelConfig:
 
     id: Name = DEFAULT_MODEL  # hub id or local directory
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CPUs with AMX or AVX512-BF16, else fp32
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"  # audio: bf16 with AMX or AVX512-BF16, else int8
     quantize_text: Bool = True  # int8 text tower (CPU), kept only if it stays >= 0.999 cosine to fp32
     fused_attention: Bool = True  # one fused attention kernel per audio window block
     fast_features: Bool = True  # log-mel features in torch, batched (same values as the numpy extractor)

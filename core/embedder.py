@@ -7,6 +7,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from core.audio import SAMPLE_RATE
 from core.checkpoint import FIX, locate
 from core.config import ModelConfig
 from core.errors import ModelLoadError
+from core.parity import ParityCache
 from core.speedups import (
     ClipCount,
     MelFeatures,
@@ -23,6 +25,7 @@ from core.speedups import (
     use_fused_attention,
     use_openmp_wait,
     use_per_clip_linears,
+    use_per_clip_modules,
     vector_isa,
 )
 
@@ -116,6 +119,23 @@ def quantize_text_tower(model: Any, tokenizer: Any, min_cosine: float = INT8_MIN
     return False
 
 
+def probe_clips(samples: int = 10 * SAMPLE_RATE) -> list[np.ndarray]:
+    """Fixed one-window clips that check int8 audio against fp32: a chord in noise, a chirp, clicks, pink noise."""
+    rng = np.random.default_rng(20261202)
+    t = np.arange(samples) / SAMPLE_RATE
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)) / 4 + 0.05 * rng.standard_normal(len(t))
+    chirp = 0.5 * np.sin(2 * np.pi * (100 * t + 400 * t**2))
+    clicks = np.zeros(len(t))
+    clicks[:: SAMPLE_RATE // 4] = 0.9
+    spectrum = np.fft.rfft(rng.standard_normal(len(t))) / np.sqrt(np.arange(1, len(t) // 2 + 2))
+    pink = np.fft.irfft(spectrum, len(t))
+    pink *= 0.3 / np.max(np.abs(pink))
+    return [np.asarray(x, dtype=np.float32) for x in (chord, chirp, clicks, pink)]
+
+
+PROBE_VERSION = 1  # bump when probe_clips changes, so remembered checks are redone
+
+
 # Where a running audio batch may pause for urgent work: before attention, the MLP and each patch merge.
 PAUSE_MODULES = ("ClapAudioAttention", "ClapAudioIntermediate", "ClapAudioPatchMerging")
 
@@ -159,8 +179,11 @@ class Embedder:
                 module.register_forward_pre_hook(self._pause_point)
 
     @classmethod
-    def load(cls, config: ModelConfig) -> Embedder:
-        """Load model and processor through from_pretrained; raise ModelLoadError with a fix on failure."""
+    def load(cls, config: ModelConfig, cache_dir: Path | None = None) -> Embedder:
+        """Load model and processor through from_pretrained; raise ModelLoadError with a fix on failure.
+
+        cache_dir: where parity checks of fast paths are remembered (the data directory's), so restarts skip them.
+        """
         use_openmp_wait(config.openmp_wait)  # before torch is imported, or too late
         import torch
         from transformers import ClapModel, ClapProcessor
@@ -203,23 +226,61 @@ class Embedder:
             if not quantized:
                 model.text_model.to(torch.bfloat16)
                 model.text_projection.to(torch.bfloat16)
+        embedder = cls(model, processor, config, device, precision, fingerprint, logit_scale, count, bool(quantized))
+        if precision == "int8" and not embedder.quantize_audio(ParityCache(cache_dir and cache_dir / "parity.json")):
+            embedder.precision = "fp32"
         log.info(
             "loaded %s on %s (%s, text int8: %s, fused attention: %s, torch mel: %s, threads: %d, text threads: %s)",
             config.id,
             device,
-            precision,
+            embedder.precision,
             quantized,
             config.fused_attention,
             config.fast_features,
             torch.get_num_threads(),
             config.text_threads or "same",
         )
-        return cls(model, processor, config, device, precision, fingerprint, logit_scale, count, bool(quantized))
+        return embedder
+
+    def quantize_audio(self, cache: ParityCache, min_cosine: float = INT8_MIN_COSINE) -> bool:
+        """int8 dynamic quantisation of the audio tower's linears, run per clip; kept only if probe clips stay
+        >= min_cosine to fp32 (a check remembered per checkpoint, torch version and CPU, so done once)."""
+        import torch
+
+        key = f"audio-int8/{self.fingerprint}/torch {torch.__version__}/{vector_isa()}/probes {PROBE_VERSION}"
+        known = cache.get(key)
+        if known is not None and known < min_cosine:
+            log.warning("int8 audio tower kept off: cosine to fp32 %.5f < %.3f on probe clips", known, min_cosine)
+            return False
+        probes = probe_clips(int(self.processor.feature_extractor.nb_max_samples)) if known is None else []
+        reference = self.embed_windows(probes)
+        trees = [self.model.audio_model, self.model.audio_projection]
+        originals = [
+            (parent, name, child)
+            for tree in trees
+            for parent in tree.modules()
+            for name, child in parent.named_children()
+            if type(child) is torch.nn.Linear
+        ]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+            for tree in trees:
+                torch.ao.quantization.quantize_dynamic(tree, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        use_per_clip_modules(trees, torch.ao.nn.quantized.dynamic.Linear, self._clip_count)
+        if known is None:
+            worst = float(np.min(np.sum(reference * self.embed_windows(probes), axis=1)))
+            cache.put(key, worst)
+            if worst < min_cosine:
+                log.warning("int8 audio tower kept off: cosine to fp32 %.5f < %.3f on probe clips", worst, min_cosine)
+                for parent, name, child in originals:
+                    setattr(parent, name, child)
+                return False
+        return True
 
     @property
     def path(self) -> str:
         """Which kernels serve: e.g. "audio bf16, text int8 (AMX)" (for logs and benchmark tables)."""
-        text = "int8" if self.text_int8 else self.precision
+        text = "int8" if self.text_int8 else "bf16" if self.precision == "bf16" else "fp32"
         where = vector_isa() if self.device == "cpu" else self.device
         return f"audio {self.precision}, text {text} ({where})"
 

@@ -8,6 +8,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -105,7 +106,7 @@ class Encoder:
         from core.embedder import Embedder
         from core.jobs import JobQueue
 
-        embedder = await asyncio.to_thread(Embedder.load, self.config.model)
+        embedder = await asyncio.to_thread(Embedder.load, self.config.model, Path(self.config.data_dir) / "cache")
         model = self.config.model
         queue = JobQueue(
             embedder,

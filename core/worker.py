@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -272,7 +273,7 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
         raise ConfigError("`shira worker` needs [cluster] redis_url (or SHIRA_REDIS_URL)")
     client = await connect_redis(config.cluster)
     try:
-        embedder = await asyncio.to_thread(Embedder.load, config.model)
+        embedder = await asyncio.to_thread(Embedder.load, config.model, Path(config.data_dir) / "cache")
         queue = local_queue(embedder, config)
         queue.start()
         worker = Worker(client, config, queue, ModelInfo(embedder.fingerprint, embedder.dim, embedder.logit_scale))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -15,6 +16,7 @@ from core.audio import SAMPLE_RATE
 from core.config import ModelConfig
 from core.embedder import INT8_MIN_COSINE, Embedder, quantize_text_tower, windows
 from core.errors import ModelLoadError
+from core.parity import ParityCache
 from core.speedups import cpu_flags, cpu_has_amx, cpu_has_bf16, onednn_allows, resolve_precision, vector_isa
 from tests.support.sounds import chirp, noise, tone
 
@@ -106,11 +108,63 @@ def test_failed_int8_parity_check_keeps_fp32_with_a_warning(
     assert np.array_equal(loaded.embed_texts(["thunder"]), before)
 
 
+def _probe_set() -> list[np.ndarray]:
+    """Clips of at most one window of the trained test model (2 s), of several lengths."""
+    return [tone(2.0, 440.0), tone(1.5, 3000.0), noise(2.0), chirp(1.0), noise(0.7, seed=3)]
+
+
+def test_int8_audio_keeps_its_cosine_promise_alone_or_batched(trained_model_dir: Path, tmp_path: Path) -> None:
+    config = ModelConfig(id=str(trained_model_dir), precision="int8", batch_size=4)
+    int8 = Embedder.load(config, tmp_path)
+    fp32 = Embedder.load(ModelConfig(id=str(trained_model_dir), precision="fp32", batch_size=4))
+    assert int8.precision == "int8" and int8.path.startswith("audio int8")
+    clips = _probe_set()
+    batched, reference = int8.embed_windows(clips), fp32.embed_windows(clips)
+    assert float(np.min(np.sum(batched * reference, axis=1))) >= INT8_MIN_COSINE
+    assert not np.array_equal(batched, reference)  # int8 really ran
+    alone = np.stack([int8.embed_windows([c])[0] for c in clips])
+    assert float(np.min(np.sum(batched * alone, axis=1))) >= 0.99999
+    # The check is remembered: a second start neither re-embeds the probes nor gives other vectors.
+    assert "audio-int8/" in (tmp_path / "parity.json").read_text()
+    again = Embedder.load(config, tmp_path)
+    assert again.precision == "int8" and np.array_equal(again.embed_windows(clips), batched)
+
+
+def test_failed_int8_audio_check_keeps_fp32_with_a_warning(
+    trained_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    loaded = Embedder.load(ModelConfig(id=str(trained_model_dir), precision="fp32", batch_size=4))
+    before = loaded.embed_windows(_probe_set())
+    cache = ParityCache(tmp_path / "parity.json")
+    with caplog.at_level(logging.WARNING, logger="core.embedder"):
+        kept = loaded.quantize_audio(cache, min_cosine=1.5)  # unreachable
+    assert not kept and "int8 audio tower kept off" in caplog.text
+    assert np.array_equal(loaded.embed_windows(_probe_set()), before)  # every fp32 layer is back
+    # A remembered failure is not measured again: the next start goes straight to fp32.
+    caplog.clear()
+    config = ModelConfig(id=str(trained_model_dir), precision="int8", batch_size=4)
+    bad = json.loads(cache.path.read_text())  # type: ignore[union-attr]
+    (tmp_path / "parity.json").write_text(json.dumps({k: 0.5 for k in bad}))
+    with caplog.at_level(logging.WARNING, logger="core.embedder"):
+        fallen = Embedder.load(config, tmp_path)
+    assert fallen.precision == "fp32" and "0.50000 < 0.999" in caplog.text
+    assert np.array_equal(fallen.embed_windows(_probe_set()), before)
+
+
+def test_an_unreadable_parity_file_means_measure_again(tmp_path: Path) -> None:
+    path = tmp_path / "parity.json"
+    path.write_text("{not json")
+    cache = ParityCache(path)
+    assert cache.get("x") is None
+    cache.put("x", 0.9995)
+    assert ParityCache(path).get("x") == 0.9995 and not list(tmp_path.glob(".parity-*"))
+
+
 def test_amx_is_used_only_where_onednn_may_use_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert not onednn_allows("AVX512_CORE_AMX") and onednn_allows("AVX2")
     assert not cpu_has_amx() and not cpu_has_bf16()
-    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "fp32"
+    assert resolve_precision("auto", "cpu") == "int8" and resolve_precision("bf16", "cpu") == "fp32"
     assert vector_isa() in ("AVX2", "pre-AVX2")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
     assert onednn_allows("AVX512_CORE_AMX") and onednn_allows("AVX512_CORE_BF16")
@@ -119,14 +173,15 @@ def test_amx_is_used_only_where_onednn_may_use_it(monkeypatch: pytest.MonkeyPatc
 
 
 def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    for flags, want in (({"avx2", "avx512f"}, "fp32"), ({"avx512f", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16")):
+    for flags, want in (({"avx2", "avx512f"}, "int8"), ({"avx512f", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16")):
         monkeypatch.setattr("core.speedups.cpu_flags", lambda flags=flags: flags)
         assert resolve_precision("auto", "cpu") == want, flags
         assert resolve_precision("auto", "cuda") == "fp32"
     monkeypatch.setattr("core.speedups.cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
     assert vector_isa() == "AVX512-BF16"
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")  # below AVX512_CORE_BF16
-    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("auto", "cpu") == "int8"
+    assert resolve_precision("int8", "cuda") == "fp32" and resolve_precision("fp32", "cpu") == "fp32"
     assert vector_isa() == "AVX-512"
 
 
