@@ -134,6 +134,7 @@ class ModelConfig:
     id: Name = DEFAULT_MODEL  # hub id or local directory
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"  # audio: bf16 with AMX or AVX512-BF16, else int8
+    text_runtime: Literal["onnx", "torch"] = "onnx"  # onnx: the text tower exported to ONNX Runtime int8 (CPU)
     quantize_text: Bool = True  # int8 text tower (CPU), kept only if it stays >= 0.999 cosine to fp32
     fused_attention: Bool = True  # one fused attention kernel per audio window block
     fast_features: Bool = True  # log-mel features in torch, batched (same values as the numpy extractor)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,10 +14,19 @@ from typing import Any
 import numpy as np
 
 from core.audio import SAMPLE_RATE
+from core.cache_file import CacheFile
 from core.checkpoint import FIX, locate
 from core.config import ModelConfig
 from core.errors import ModelLoadError
-from core.parity import ParityCache
+from core.onnx_text import (
+    OnnxText,
+    cached_path,
+    export,
+    parity_key,
+    remember_checkpoint,
+    runtime_version,
+    text_tokenizer,
+)
 from core.speedups import (
     ClipCount,
     MelFeatures,
@@ -93,6 +103,16 @@ PROBE_TEXTS = (
 INT8_MIN_COSINE = 0.999
 
 
+def text_reference(model: Any, tokenizer: Any, threads: int = 0) -> np.ndarray:
+    """The fp32 torch text tower's normalised vectors of the probe texts."""
+    import torch
+
+    tokens = tokenizer(list(PROBE_TEXTS), padding=True, return_tensors="pt")
+    tokens = {k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+    with torch.inference_mode(), intra_op_threads(threads):
+        return normalize(pooled(model.get_text_features(**tokens)).float().numpy())
+
+
 def quantize_text_tower(model: Any, tokenizer: Any, min_cosine: float = INT8_MIN_COSINE, threads: int = 0) -> bool:
     """int8 dynamic quantisation of the text tower, kept only if every probe text stays >= min_cosine to fp32.
 
@@ -100,10 +120,9 @@ def quantize_text_tower(model: Any, tokenizer: Any, min_cosine: float = INT8_MIN
     """
     import torch
 
+    reference = text_reference(model, tokenizer, threads)
     tokens = tokenizer(list(PROBE_TEXTS), padding=True, return_tensors="pt")
     tokens = {k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
-    with torch.inference_mode(), intra_op_threads(threads):
-        reference = normalize(pooled(model.get_text_features(**tokens)).float().numpy())
     fp32 = model.text_model, model.text_projection
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
@@ -117,6 +136,57 @@ def quantize_text_tower(model: Any, tokenizer: Any, min_cosine: float = INT8_MIN
     log.warning("int8 text tower kept off: cosine to fp32 %.5f < %.3f on probe texts", worst, min_cosine)
     model.text_model, model.text_projection = fp32
     return False
+
+
+def onnx_text_tower(
+    model: Any,
+    tokenizer: Any,
+    checkpoint: Path,
+    fingerprint: str,
+    cache_dir: Path | None,
+    threads: int,
+    min_cosine: float = INT8_MIN_COSINE,
+) -> OnnxText | None:
+    """The text tower exported to ONNX Runtime int8 (once per checkpoint, into cache_dir), or None with a warning
+    when onnxruntime is missing, the export fails or the probe texts fall below min_cosine to fp32.
+
+    tokenizer: transformers' (for the export and the fp32 reference); the runtime reads the checkpoint's
+    tokenizer.json itself, so it can start before transformers is imported (core/text_first.py).
+    """
+    if runtime_version() is None:
+        log.warning("text_runtime = onnx but onnxruntime is not installed; the text tower runs on torch")
+        return None
+    cache = CacheFile(cache_dir and cache_dir / "parity.json")
+    key = parity_key(fingerprint)
+    known = cache.number(key)
+    if known is not None and known < min_cosine:
+        log.warning("ONNX text tower kept off: cosine to fp32 %.5f < %.3f on probe texts", known, min_cosine)
+        return None
+    with tempfile.TemporaryDirectory(prefix="shira-onnx-") as scratch:  # without a cache_dir, exported per load
+        path = cached_path(cache_dir or Path(scratch), fingerprint)
+        try:
+            runtime = None
+            if path.exists():
+                try:
+                    runtime = OnnxText(path, text_tokenizer(checkpoint), threads)
+                except Exception as exc:  # a damaged file: export it again
+                    log.warning("the cached ONNX text tower would not open (%s); exporting it again", exc)
+                    path.unlink()
+            if runtime is None:
+                log.info("exporting the text tower to ONNX Runtime (once per checkpoint)")
+                export(model, tokenizer, path)
+                runtime = OnnxText(path, text_tokenizer(checkpoint), threads)
+        except Exception as exc:  # an exporter or runtime fault of any kind: torch still serves
+            log.warning("could not run the text tower on ONNX Runtime (%s); it runs on torch", exc)
+            return None
+    if known is None:
+        onnx = normalize(runtime.embed(list(PROBE_TEXTS)))
+        worst = float(np.min(np.sum(text_reference(model, tokenizer) * onnx, axis=1)))
+        cache.put(key, worst)
+        if worst < min_cosine:
+            log.warning("ONNX text tower kept off: cosine to fp32 %.5f < %.3f on probe texts", worst, min_cosine)
+            return None
+    return runtime
 
 
 def probe_clips(samples: int = 10 * SAMPLE_RATE) -> list[np.ndarray]:
@@ -156,6 +226,7 @@ class Embedder:
         logit_scale: float | None = None,
         clip_count: ClipCount | None = None,
         text_int8: bool = False,
+        text_onnx: OnnxText | None = None,
     ) -> None:
         self.model = model
         self.processor = processor
@@ -163,6 +234,7 @@ class Embedder:
         self.device = device
         self.precision = precision
         self.text_int8 = text_int8  # the int8 text tower passed its parity check and is in use
+        self.text_onnx = text_onnx  # the ONNX Runtime int8 text tower, which passed its check, serves texts
         self.dim = int(model.config.projection_dim)
         if logit_scale is None:
             logit_scale = float(model.logit_scale_a.detach().float().exp().item())
@@ -179,10 +251,11 @@ class Embedder:
                 module.register_forward_pre_hook(self._pause_point)
 
     @classmethod
-    def load(cls, config: ModelConfig, cache_dir: Path | None = None) -> Embedder:
+    def load(cls, config: ModelConfig, cache_dir: Path | None = None, text: OnnxText | None = None) -> Embedder:
         """Load model and processor through from_pretrained; raise ModelLoadError with a fix on failure.
 
         cache_dir: where parity checks of fast paths are remembered (the data directory's), so restarts skip them.
+        text: an ONNX text tower already started from that cache (text first, core/text_first.py), to serve texts.
         """
         use_openmp_wait(config.openmp_wait)  # before torch is imported, or too late
         import torch
@@ -214,8 +287,15 @@ class Embedder:
         if config.fused_attention:
             use_fused_attention(model.audio_model)
         count = ClipCount()
+        onnx = text
+        if onnx is None and config.text_runtime == "onnx" and device == "cpu":
+            threads = config.text_threads or torch.get_num_threads()
+            onnx = onnx_text_tower(model, processor.tokenizer, Path(source), fingerprint, cache_dir, threads)
+            if onnx is not None and cache_dir is not None:
+                remember_checkpoint(cache_dir, Path(source), fingerprint, int(model.config.projection_dim), logit_scale)
         quantized = (
-            config.quantize_text
+            onnx is None
+            and config.quantize_text
             and device == "cpu"
             and quantize_text_tower(model, processor.tokenizer, threads=config.text_threads)
         )
@@ -223,18 +303,21 @@ class Embedder:
             model.audio_model.to(torch.bfloat16)
             model.audio_projection.to(torch.bfloat16)
             use_per_clip_linears([model.audio_model, model.audio_projection], count)
-            if not quantized:
+            if not quantized and onnx is None:
                 model.text_model.to(torch.bfloat16)
                 model.text_projection.to(torch.bfloat16)
-        embedder = cls(model, processor, config, device, precision, fingerprint, logit_scale, count, bool(quantized))
-        if precision == "int8" and not embedder.quantize_audio(ParityCache(cache_dir and cache_dir / "parity.json")):
+        if onnx is not None:  # texts never reach the torch text tower again: give its memory back
+            model.text_model = model.text_projection = None
+        embedder = cls(
+            model, processor, config, device, precision, fingerprint, logit_scale, count, bool(quantized), onnx
+        )
+        if precision == "int8" and not embedder.quantize_audio(CacheFile(cache_dir and cache_dir / "parity.json")):
             embedder.precision = "fp32"
         log.info(
-            "loaded %s on %s (%s, text int8: %s, fused attention: %s, torch mel: %s, threads: %d, text threads: %s)",
+            "loaded %s on %s (%s, fused attention: %s, torch mel: %s, threads: %d, text threads: %s)",
             config.id,
             device,
-            embedder.precision,
-            quantized,
+            embedder.path,
             config.fused_attention,
             config.fast_features,
             torch.get_num_threads(),
@@ -242,13 +325,13 @@ class Embedder:
         )
         return embedder
 
-    def quantize_audio(self, cache: ParityCache, min_cosine: float = INT8_MIN_COSINE) -> bool:
+    def quantize_audio(self, cache: CacheFile, min_cosine: float = INT8_MIN_COSINE) -> bool:
         """int8 dynamic quantisation of the audio tower's linears, run per clip; kept only if probe clips stay
         >= min_cosine to fp32 (a check remembered per checkpoint, torch version and CPU, so done once)."""
         import torch
 
         key = f"audio-int8/{self.fingerprint}/torch {torch.__version__}/{vector_isa()}/probes {PROBE_VERSION}"
-        known = cache.get(key)
+        known = cache.number(key)
         if known is not None and known < min_cosine:
             log.warning("int8 audio tower kept off: cosine to fp32 %.5f < %.3f on probe clips", known, min_cosine)
             return False
@@ -280,7 +363,10 @@ class Embedder:
     @property
     def path(self) -> str:
         """Which kernels serve: e.g. "audio bf16, text int8 (AMX)" (for logs and benchmark tables)."""
-        text = "int8" if self.text_int8 else "bf16" if self.precision == "bf16" else "fp32"
+        if self.text_onnx is not None:
+            text = "int8 on ONNX Runtime"
+        else:
+            text = "int8" if self.text_int8 else "bf16" if self.precision == "bf16" else "fp32"
         where = vector_isa() if self.device == "cpu" else self.device
         return f"audio {self.precision}, text {text} ({where})"
 
@@ -325,6 +411,8 @@ class Embedder:
 
         if not texts:
             return np.zeros((0, self.dim), np.float32)
+        if self.text_onnx is not None:
+            return normalize(self.text_onnx.embed(texts))
         if self.text_int8 and len(texts) > 1:
             # Dynamic int8 scales activations per batch: one text at a time keeps each vector what it is alone.
             return np.concatenate([self.embed_texts([text]) for text in texts])

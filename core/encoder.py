@@ -17,14 +17,15 @@ from core.audio import SAMPLE_RATE, Audio, Limits, decode, decode_stream
 from core.budget import decoded_bytes
 from core.config import Config
 from core.errors import Busy, UserError
-from core.jobs import Jobs, ModelInfo, Priority
+from core.jobs import STOP_SECONDS, Jobs, Model, ModelInfo, Priority
 from core.labels import Labeler, builtin_vocabulary
 from core.messages import Label
 from core.metrics import Metrics, NoMetrics
 from core.store import Store
 
 if TYPE_CHECKING:
-    from core.embedder import Embedder, Window
+    from core.embedder import Window
+    from core.text_first import TextFirst
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,9 @@ class Encoder:
         self.config = config
         self.store = store
         self.metrics = metrics or NoMetrics()
-        self.embedder: Embedder | None = None  # loaded here only without [cluster] redis_url
         self.model_info: ModelInfo | None = None
         self.queue: Jobs | None = None
+        self.text_first: TextFirst | None = None  # texts served while the full model loads behind them
         self.labeler: Labeler | None = None
         self._loading = asyncio.Lock()
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -82,8 +83,7 @@ class Encoder:
                 queue = await StreamJobs.connect(self.config, self.metrics)
                 info = await queue.model_info()
             else:
-                queue, self.embedder = await self._local_queue()
-                info = ModelInfo(self.embedder.fingerprint, self.embedder.dim, self.embedder.logit_scale)
+                queue, info = await self._local_queue()
             try:
                 await self._check_library(info)
             except BaseException:
@@ -101,15 +101,26 @@ class Encoder:
             )
             self.model_info, self.queue = info, queue
 
-    async def _local_queue(self) -> tuple[Jobs, Embedder]:
-        """The model loaded here, behind an in-process queue (not started yet)."""
-        from core.embedder import Embedder
+    async def _local_queue(self) -> tuple[Jobs, ModelInfo]:
+        """The model loaded here, behind an in-process queue (not started yet).
+
+        When an earlier start exported the text tower, texts are served at once and the rest loads behind them.
+        """
         from core.jobs import JobQueue
 
-        embedder = await asyncio.to_thread(Embedder.load, self.config.model, Path(self.config.data_dir) / "cache")
         model = self.config.model
+        cache = Path(self.config.data_dir) / "cache"
+        served: Model
+        early = await asyncio.to_thread(self._text_first, cache)
+        if early is not None:
+            served, info, self.text_first = early, early.info, early
+        else:
+            from core.embedder import Embedder
+
+            embedder = await asyncio.to_thread(Embedder.load, model, cache)
+            served, info = embedder, ModelInfo(embedder.fingerprint, embedder.dim, embedder.logit_scale)
         queue = JobQueue(
-            embedder,
+            served,
             self.config.queue.max_pending,
             self.config.queue.max_batch,
             model.batch_size,
@@ -118,15 +129,34 @@ class Encoder:
             window_seconds=model.window_seconds,
             hop_seconds=model.hop_seconds,
         )
-        return queue, embedder
+        return queue, info
+
+    def _text_first(self, cache: Path) -> TextFirst | None:
+        """Texts from the cached ONNX tower while the full model loads in the background, if it can."""
+        from core.checkpoint import locate
+        from core.embedder import Embedder
+        from core.text_first import TextFirst, open_text_first
+
+        model = self.config.model
+        if model.text_runtime != "onnx":
+            return None
+        early = open_text_first(model, Path(locate(model.id)), cache)
+        if early is None:
+            return None
+        log.info("serving text from the cached ONNX text tower while the model loads")
+        return TextFirst(*early, lambda text: Embedder.load(model, cache, text))
 
     async def stop(self) -> None:
         """Stop the worker (jobs still queued when it gives up waiting are answered Busy)."""
         if self.queue is not None:
             await self.queue.stop()
+        if self.text_first is not None and not await asyncio.to_thread(self.text_first.settle, STOP_SECONDS):
+            log.warning("the model was still loading after %.0f s; not waiting for it", STOP_SECONDS)
 
     def problem(self) -> str | None:
         """Why the model worker can't serve, or None (also before the model is loaded)."""
+        if self.text_first is not None and (failed := self.text_first.problem()):
+            return failed
         return self.queue.problem() if self.queue is not None else None
 
     async def warm(self) -> None:

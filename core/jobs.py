@@ -142,6 +142,8 @@ class JobQueue:
         """Start the worker thread (and let a model with pause points hand them to the queue)."""
         if hasattr(self.model, "checkpoint"):
             self.model.checkpoint = self._run_urgent
+        if hasattr(self.model, "meanwhile"):
+            self.model.meanwhile = self._run_texts
         self._thread = threading.Thread(target=self._run, name="shira-model", daemon=True)
         self._thread.start()
 
@@ -239,22 +241,31 @@ class JobQueue:
                 if self._stopping:
                     return None
                 self._cond.wait()
-            first = self._heap[0]
-            limit = self.text_batch if first.kind == "text" else self.audio_batch
-            parts: list[tuple[_Job, int, int]] = []
-            taken = 0
-            now = time.perf_counter()
-            for job in sorted(self._heap):
-                if job.kind != first.kind or job.priority != first.priority or taken >= limit:
-                    if parts:
-                        break
-                    continue
-                n = min(len(job.items) - job.done, limit - taken)
-                parts.append((job, job.done, job.done + n))
-                taken += n
-                if job.started is None:
-                    job.started = now
-            return first.kind, parts
+            return self._batch_from(self._heap[0])
+
+    def _take_texts(self) -> tuple[str, list[tuple[_Job, int, int]]] | None:
+        """The best text batch of any priority, or None (see _run_texts)."""
+        with self._cond:
+            texts = [job for job in self._heap if job.kind == "text" and not job.future.cancelled()]
+            return self._batch_from(min(texts)) if texts else None
+
+    def _batch_from(self, first: _Job) -> tuple[str, list[tuple[_Job, int, int]]]:
+        """first and compatible followers: same kind and priority, up to one batch of items (lock held)."""
+        limit = self.text_batch if first.kind == "text" else self.audio_batch
+        parts: list[tuple[_Job, int, int]] = []
+        taken = 0
+        now = time.perf_counter()
+        for job in sorted(self._heap):
+            if job < first or job.kind != first.kind or job.priority != first.priority or taken >= limit:
+                if parts:
+                    break
+                continue
+            n = min(len(job.items) - job.done, limit - taken)
+            parts.append((job, job.done, job.done + n))
+            taken += n
+            if job.started is None:
+                job.started = now
+        return first.kind, parts
 
     def _run(self) -> None:
         while True:
@@ -296,6 +307,11 @@ class JobQueue:
             job = heapq.heappop(self._heap) if self._heap else None
         if job is not None:
             self._resolve(job, None, error if isinstance(error, Exception) else RuntimeError(repr(error)))
+
+    def _run_texts(self) -> None:
+        """Called by a model that must wait before audio (still loading): the text jobs queued meanwhile run now."""
+        while (batch := self._take_texts()) is not None:
+            self._execute(*batch)
 
     def _run_urgent(self) -> None:
         """Called by the model between layers of a batch: interactive jobs that arrived meanwhile run now."""

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from core.audio import SAMPLE_RATE
+from core.cache_file import CacheFile
 from core.config import ModelConfig
 from core.embedder import INT8_MIN_COSINE, Embedder, quantize_text_tower, windows
 from core.errors import ModelLoadError
-from core.parity import ParityCache
 from core.speedups import cpu_flags, cpu_has_amx, cpu_has_bf16, onednn_allows, resolve_precision, vector_isa
 from tests.support.sounds import chirp, noise, tone
 
@@ -76,8 +76,12 @@ def test_text_on_one_thread_keeps_the_vectors_and_restores_the_thread_count(tiny
     import torch
 
     texts = ["thunder", "a dog barking", "glass breaking"]
-    one = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", quantize_text=False, text_threads=1))
-    same = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", quantize_text=False, text_threads=0))
+    one = Embedder.load(
+        ModelConfig(id=str(tiny_model_dir), precision="fp32", quantize_text=False, text_threads=1, text_runtime="torch")
+    )
+    same = Embedder.load(
+        ModelConfig(id=str(tiny_model_dir), precision="fp32", quantize_text=False, text_threads=0, text_runtime="torch")
+    )
     before = torch.get_num_threads()
     a, b = one.embed_texts(texts), same.embed_texts(texts)
     assert torch.get_num_threads() == before
@@ -86,8 +90,9 @@ def test_text_on_one_thread_keeps_the_vectors_and_restores_the_thread_count(tiny
 
 def test_int8_text_tower_keeps_its_cosine_promise_alone_or_batched(tiny_model_dir: Path) -> None:
     texts = ["thunder", "a dog barking", "glass breaking"]
-    fp32 = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", quantize_text=False))
-    int8 = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", quantize_text=True))
+    torch_text = dict(precision="fp32", text_runtime="torch")
+    fp32 = Embedder.load(ModelConfig(id=str(tiny_model_dir), quantize_text=False, **torch_text))  # type: ignore[arg-type]
+    int8 = Embedder.load(ModelConfig(id=str(tiny_model_dir), quantize_text=True, **torch_text))  # type: ignore[arg-type]
     assert int8.text_int8 and "text int8" in int8.path and not fp32.text_int8
     batched = int8.embed_texts(texts)
     assert float(np.min(np.sum(batched * fp32.embed_texts(texts), axis=1))) >= INT8_MIN_COSINE
@@ -98,7 +103,9 @@ def test_int8_text_tower_keeps_its_cosine_promise_alone_or_batched(tiny_model_di
 def test_failed_int8_parity_check_keeps_fp32_with_a_warning(
     tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    loaded = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", quantize_text=False))
+    loaded = Embedder.load(
+        ModelConfig(id=str(tiny_model_dir), precision="fp32", quantize_text=False, text_runtime="torch")
+    )
     tower = loaded.model.text_model
     before = loaded.embed_texts(["thunder"])
     with caplog.at_level(logging.WARNING, logger="core.embedder"):
@@ -135,7 +142,7 @@ def test_failed_int8_audio_check_keeps_fp32_with_a_warning(
 ) -> None:
     loaded = Embedder.load(ModelConfig(id=str(trained_model_dir), precision="fp32", batch_size=4))
     before = loaded.embed_windows(_probe_set())
-    cache = ParityCache(tmp_path / "parity.json")
+    cache = CacheFile(tmp_path / "parity.json")
     with caplog.at_level(logging.WARNING, logger="core.embedder"):
         kept = loaded.quantize_audio(cache, min_cosine=1.5)  # unreachable
     assert not kept and "int8 audio tower kept off" in caplog.text
@@ -151,13 +158,17 @@ def test_failed_int8_audio_check_keeps_fp32_with_a_warning(
     assert np.array_equal(fallen.embed_windows(_probe_set()), before)
 
 
-def test_an_unreadable_parity_file_means_measure_again(tmp_path: Path) -> None:
+def test_an_unreadable_cache_file_means_measure_again(tmp_path: Path) -> None:
     path = tmp_path / "parity.json"
     path.write_text("{not json")
-    cache = ParityCache(path)
-    assert cache.get("x") is None
+    cache = CacheFile(path)
+    assert cache.get("x") is None and cache.number("x") is None
     cache.put("x", 0.9995)
-    assert ParityCache(path).get("x") == 0.9995 and not list(tmp_path.glob(".parity-*"))
+    cache.put("y", "not a number")
+    again = CacheFile(path)
+    assert again.number("x") == 0.9995 and again.number("y") is None and again.get("y") == "not a number"
+    assert not list(tmp_path.glob(".parity-*"))
+    assert CacheFile(tmp_path / "blocked" / "x.json").get("x") is None
 
 
 def test_amx_is_used_only_where_onednn_may_use_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,6 +184,7 @@ def test_amx_is_used_only_where_onednn_may_use_it(monkeypatch: pytest.MonkeyPatc
 
 
 def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # a cap set outside would hide every flag below
     for flags, want in (({"avx2", "avx512f"}, "int8"), ({"avx512f", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16")):
         monkeypatch.setattr("core.speedups.cpu_flags", lambda flags=flags: flags)
         assert resolve_precision("auto", "cpu") == want, flags
