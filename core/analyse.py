@@ -12,6 +12,7 @@ import numpy as np
 
 from core.audio import SAMPLE_RATE, Limits, decode_stream
 from core.config import TimelineConfig
+from core.edges import Levels, refine_edges
 from core.encoder import Encoder
 from core.errors import BadAudio
 from core.jobs import Priority
@@ -60,19 +61,32 @@ class Analyser:
         # Each label must stand out above what else a frame could be (the built-in vocabulary, or a few sounds),
         # and not be clearly beaten by another label asked for (a vocabulary can't hold every alternative).
         reference, _ = await self.encoder.label_vectors(await self.encoder.vocabulary() or list(REFERENCE))
-        vectors, duration = await self._window_vectors(source, progress)
+        levels = Levels(SAMPLE_RATE) if self.config.refine_edges else None
+        vectors, duration = await self._window_vectors(source, progress, levels)
         scores = calibrate(vectors @ label_vectors.T, logit_scale, vectors @ reference.T, rivals=self.config.rivals)
         found = events(scores, labels, self.params, duration)
+        if levels is not None:
+            reach = self.params.window_seconds / 2  # CLAP hears a sound in a window it fills a quarter of
+            found = refine_edges(found, levels.matrix(), reach, self.params.min_event_seconds, duration)
         png = await asyncio.to_thread(timeline_png, scores, labels, duration, self.config.chart_rows, self.params)
         log.info("timeline of %.1f s: %d windows, %d events", duration, len(vectors), len(found))
         return Timeline(duration, tuple(found), summary(found, duration), png, to_srt(found), to_vtt(found))
 
-    async def _window_vectors(self, source: bytes | Path, progress: Progress | None) -> tuple[np.ndarray, float]:
-        """Embed every window of the recording while it decodes; returns (vectors, duration)."""
+    async def _window_vectors(
+        self, source: bytes | Path, progress: Progress | None, levels: Levels | None = None
+    ) -> tuple[np.ndarray, float]:
+        """Embed every window of the recording while it decodes (feeding levels, if given); (vectors, duration)."""
         window = round(self.params.window_seconds * SAMPLE_RATE)
         hop = self.params.hop_seconds
         batch = max(1, int(BATCH_SECONDS / self.params.window_seconds))
         chunks = DecoderChunks(decode_stream(source, self.limits, CHUNK_SECONDS))
+
+        def read() -> np.ndarray | None:
+            chunk = chunks.next()
+            if chunk is not None and levels is not None:
+                levels.feed(chunk)
+            return chunk
+
         buffer, buffer_start, received, k = np.zeros(0, np.float32), 0, 0, 0
         pending: list[np.ndarray] = []
         done: list[np.ndarray] = []
@@ -85,7 +99,7 @@ class Analyser:
                     await progress(received / SAMPLE_RATE)
 
         try:
-            while (chunk := await asyncio.to_thread(chunks.next)) is not None:
+            while (chunk := await asyncio.to_thread(read)) is not None:
                 buffer = np.concatenate([buffer, chunk])
                 received += len(chunk)
                 while k * hop + self.params.window_seconds <= received / SAMPLE_RATE + 1e-9 * hop:

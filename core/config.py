@@ -256,6 +256,7 @@ class TimelineConfig:
     merge_gap_seconds: Float = 1.0  # one event, not two, across gaps shorter than this
     max_labels_per_moment: Count = 2
     rivals: Bool = False  # asked labels compete: one clearly beaten by another is dropped (e.g. pitches)
+    refine_edges: Bool = True  # snap event edges to the clearest band-level change near them (20 ms frames)
     chart_rows: Count = 8  # labels shown in the picture
 
 
