@@ -306,9 +306,17 @@ OPTIMISATION_NOTES = [
     "by row count: this keeps a file's vector identical whether it is embedded alone or in a batch.",
     "- Running audio batches pause at every attention, MLP and patch-merge boundary to serve interactive jobs "
     "(text queries, voice notes) that arrived meanwhile, so a bulk import never holds a query for a whole batch.",
-    "- `quantize_text = true`: int8 dynamic quantisation of the text tower. A short text query is bound by reading "
-    "the tower's weights (85 M parameters), which int8 halves against bf16. It is kept only if, at load, 8 probe "
-    "texts stay at cosine >= 0.999 to the fp32 tower; otherwise shira logs a warning and uses bf16/fp32.",
+    '- `text_runtime = "onnx"`: the text tower is exported once per checkpoint to ONNX Runtime and quantised there '
+    "to int8 (per-channel weights; 7-bit where the CPU lacks VNNI), cached in `data_dir/cache/onnx`, and kept only "
+    "if 8 probe texts stay at cosine >= 0.999 to the fp32 tower (a check remembered per checkpoint, library "
+    "versions and CPU). A short text query is bound by reading the tower's weights (85 M parameters); ONNX Runtime's "
+    "fused int8 graph does it in well under half torch's int8 time. A restart serves texts from the export before "
+    "torch is even imported (`core/text_first.py`).",
+    '- `quantize_text = true` (with `text_runtime = "torch"`): int8 dynamic quantisation of the torch text tower, '
+    "with the same parity check; otherwise shira logs a warning and uses bf16/fp32.",
+    '- `precision = "int8"` (what `auto` picks without native bf16): the audio tower\'s linear layers as fbgemm '
+    "dynamic int8, each run once per clip (dynamic int8 scales activations per call, so a batch would change a "
+    "clip's vector), kept only if 4 probe clips stay at cosine >= 0.999 to fp32 (remembered like the text check).",
     "- `batch_size = 8`: in bf16 a batch costs about the same per window as single clips; batches still save "
     "Python overhead, and pause points keep them from delaying interactive work.",
     "- `text_threads = 0`: text queries use as many intra-op threads as audio. One thread leaves a core to the lexical "
@@ -323,8 +331,9 @@ OPTIMISATION_NOTES = [
     "spaces' ones (all matches only if that leaves too few): the same answer, without reading thousands of sample "
     "rows for a common word (SQLite CPU time per query about halved on the 10k library).",
     "- Run with `--emulate-avx2`, the benchmark caps oneDNN, ATen and fbgemm at AVX2 (ONEDNN_MAX_CPU_ISA, "
-    'ATEN_CPU_CAPABILITY, FBGEMM_ENABLE_INSTRUCTIONS), so `precision = "auto"` finds no native bf16 and runs fp32; '
-    "faiss still picks its own SIMD level, and the memory system is this machine's, not an AVX2 machine's.",
+    'ATEN_CPU_CAPABILITY, FBGEMM_ENABLE_INSTRUCTIONS), so `precision = "auto"` finds no native bf16 and runs int8 '
+    "audio; faiss and ONNX Runtime still pick their own SIMD level, and the memory system is this machine's, not an "
+    "AVX2 machine's.",
     "- Text query vectors (per engine) and label-prompt vectors (in SQLite, per model) are cached; decoding "
     "overlaps inference because the importer keeps 4 files in flight.",
 ]

@@ -20,21 +20,29 @@ log = logging.getLogger(__name__)
 # name -> ModelConfig fields; the first is the reference (transformers' own code path in fp32).
 VARIANTS: dict[str, dict[str, object]] = {
     "fp32, transformers path, batch 1": dict(
-        precision="fp32", fused_attention=False, fast_features=False, batch_size=1, quantize_text=False
+        precision="fp32",
+        fused_attention=False,
+        fast_features=False,
+        batch_size=1,
+        quantize_text=False,
+        text_runtime="torch",
     ),
-    "fp32 + torch mel + fused attention, batch 8": dict(precision="fp32", batch_size=8, quantize_text=False),
+    "fp32 + torch mel + fused attention, batch 8": dict(
+        precision="fp32", batch_size=8, quantize_text=False, text_runtime="torch"
+    ),
     "bf16 (AMX or AVX512-BF16) + torch mel + fused attention, batch 1, bf16 text": dict(
-        precision="bf16", batch_size=1, quantize_text=False
+        precision="bf16", batch_size=1, quantize_text=False, text_runtime="torch"
     ),
     "bf16 (AMX or AVX512-BF16) + torch mel + fused attention, batch 8, bf16 text": dict(
-        precision="bf16", batch_size=8, quantize_text=False
+        precision="bf16", batch_size=8, quantize_text=False, text_runtime="torch"
     ),
     "int8 audio (dynamic, per clip) + torch mel + fused attention, batch 1": dict(
-        precision="int8", batch_size=1, quantize_text=False
+        precision="int8", batch_size=1, quantize_text=False, text_runtime="torch"
     ),
     "int8 audio (dynamic, per clip) + torch mel + fused attention, batch 8": dict(
-        precision="int8", batch_size=8, quantize_text=False
+        precision="int8", batch_size=8, quantize_text=False, text_runtime="torch"
     ),
+    "int8 text tower on torch (text_runtime = torch), audio as the defaults": dict(text_runtime="torch"),
     "shira defaults (precision auto: bf16 with native bf16, else int8; int8 text; batch 8)": dict(),
 }
 
