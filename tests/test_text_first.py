@@ -48,6 +48,13 @@ async def first_start(config: Config) -> tuple[np.ndarray, np.ndarray]:
         return await encoder.embed_text("a dog barking"), await encoder.queue.embed_clips([CLIP], Priority.ADD)
 
 
+@pytest.fixture
+async def restart(tmp_path: Path, tiny_model_dir: Path) -> tuple[Config, np.ndarray, np.ndarray]:
+    """A config whose data directory has seen a first start, and that start's text and clip vectors."""
+    config = make_config(tmp_path / "data", tiny_model_dir)
+    return (config, *await first_start(config))
+
+
 def gated_load(monkeypatch: pytest.MonkeyPatch, gate: threading.Event, then: Callable[..., Any] | None = None) -> None:
     """Embedder.load waits for gate, then loads (or runs then instead)."""
     real = Embedder.load
@@ -60,10 +67,9 @@ def gated_load(monkeypatch: pytest.MonkeyPatch, gate: threading.Event, then: Cal
 
 
 async def test_a_restart_answers_texts_while_the_model_loads_and_audio_waits_for_it(
-    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    restart: tuple[Config, np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = make_config(tmp_path / "data", tiny_model_dir)
-    text, audio = await first_start(config)
+    config, text, audio = restart
     gate = threading.Event()
     gated_load(monkeypatch, gate)
     async with started(config) as encoder:
@@ -81,10 +87,9 @@ async def test_a_restart_answers_texts_while_the_model_loads_and_audio_waits_for
 
 
 async def test_a_model_that_fails_behind_the_texts_fails_audio_and_says_so(
-    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    restart: tuple[Config, np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = make_config(tmp_path / "data", tiny_model_dir)
-    text, _ = await first_start(config)
+    config, text, _ = restart
     gate = threading.Event()
 
     def broken() -> Embedder:
@@ -117,10 +122,9 @@ async def test_a_replaced_checkpoint_is_loaded_first_not_trusted(tmp_path: Path,
 
 
 async def test_stopping_while_the_model_loads_waits_for_the_load(
-    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    restart: tuple[Config, np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = make_config(tmp_path / "data", tiny_model_dir)
-    await first_start(config)
+    config = restart[0]
     gate = threading.Event()
     gated_load(monkeypatch, gate)
     async with started(config) as encoder:
