@@ -11,6 +11,7 @@ import pytest
 
 from core.config import ModelConfig
 from core.embedder import INT8_MIN_COSINE, Embedder, onnx_text_tower
+from core.onnx_text import text_tokenizer
 
 TEXTS = ["thunder", "a dog barking", "glass breaking", "This is a sound of a very long and winding sentence."]
 
@@ -90,3 +91,24 @@ def test_a_half_written_export_is_not_taken_for_a_cached_one(tiny_model_dir: Pat
     again = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32"), tmp_path)
     assert again.text_onnx is not None and export.exists()
     assert np.array_equal(again.embed_texts(TEXTS), loaded.embed_texts(TEXTS))
+
+
+@pytest.mark.parametrize("which", ["tiny_model_dir", "trained_model_dir"])
+def test_the_runtime_tokenizer_gives_the_ids_and_truncation_of_transformers(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    from transformers import AutoTokenizer
+
+    checkpoint = Path(request.getfixturevalue(which))
+    ours, theirs = text_tokenizer(checkpoint), AutoTokenizer.from_pretrained(checkpoint)
+    long = " ".join(["thunder and heavy rain on a tin roof"] * 40)
+    for text in [*TEXTS, "Ünïcødé — 雷 🎵", "", long]:
+        assert ours.encode(text).ids == theirs(text, truncation=True)["input_ids"], text
+    assert len(ours.encode(long).ids) == theirs.model_max_length
+
+
+def test_a_text_longer_than_the_model_reads_is_embedded_truncated(tiny_model_dir: Path, tmp_path: Path) -> None:
+    onnx = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32"), tmp_path)
+    reference = _fp32(tiny_model_dir)
+    long = " ".join(["a dog barking far away"] * 60)
+    assert float(onnx.embed_texts([long])[0] @ reference.embed_texts([long])[0]) >= INT8_MIN_COSINE
