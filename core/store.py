@@ -316,14 +316,12 @@ class SqliteStore:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = await (
-            await self.db.execute(
-                "SELECT s.id, p.key AS space, s.sha256, s.ext, s.name, s.uploader, s.description, s.duration,"
-                " s.created_at, (SELECT group_concat(tag, char(31)) FROM tags t WHERE t.sample_id = s.id) AS tags"
-                f" FROM samples s JOIN spaces p ON p.id = s.space_id WHERE s.id IN ({marks})",
-                ids,
-            )
-        ).fetchall()
+        rows = await self.db.execute_fetchall(
+            "SELECT s.id, p.key AS space, s.sha256, s.ext, s.name, s.uploader, s.description, s.duration,"
+            " s.created_at, (SELECT group_concat(tag, char(31)) FROM tags t WHERE t.sample_id = s.id) AS tags"
+            f" FROM samples s JOIN spaces p ON p.id = s.space_id WHERE s.id IN ({marks})",
+            ids,
+        )
         return {
             int(r["id"]): SampleRow(
                 id=int(r["id"]),
@@ -510,7 +508,7 @@ class SqliteStore:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = await (await self.db.execute(f"SELECT id, embedding FROM samples WHERE id IN ({marks})", ids)).fetchall()
+        rows = await self.db.execute_fetchall(f"SELECT id, embedding FROM samples WHERE id IN ({marks})", ids)
         return {int(r["id"]): from_blob(r["embedding"]) for r in rows}
 
     async def segments(self, ids: list[int]) -> dict[int, list[tuple[float, float, np.ndarray]]]:
@@ -518,11 +516,9 @@ class SqliteStore:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = await (
-            await self.db.execute(
-                f"SELECT sample_id, start, end, embedding FROM segments WHERE sample_id IN ({marks}) ORDER BY id", ids
-            )
-        ).fetchall()
+        rows = await self.db.execute_fetchall(
+            f"SELECT sample_id, start, end, embedding FROM segments WHERE sample_id IN ({marks}) ORDER BY id", ids
+        )
         out: dict[int, list[tuple[float, float, np.ndarray]]] = {}
         for r in rows:
             out.setdefault(int(r["sample_id"]), []).append((r["start"], r["end"], from_blob(r["embedding"])))
@@ -530,8 +526,8 @@ class SqliteStore:
 
     async def revision(self, space: str) -> int:
         """A counter bumped by every change to the space."""
-        row = await (await self.db.execute("SELECT revision FROM spaces WHERE key = ?", (space,))).fetchone()
-        return int(row["revision"]) if row else 0
+        rows = list(await self.db.execute_fetchall("SELECT revision FROM spaces WHERE key = ?", (space,)))
+        return int(rows[0]["revision"]) if rows else 0
 
     async def count(self, space: str) -> int:
         """How many samples the space holds."""
@@ -583,12 +579,9 @@ class SqliteStore:
         if not ids or not platform:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = await (
-            await self.db.execute(
-                f"SELECT sample_id, file_id FROM file_ids WHERE platform = ? AND sample_id IN ({marks})",
-                [platform, *ids],
-            )
-        ).fetchall()
+        rows = await self.db.execute_fetchall(
+            f"SELECT sample_id, file_id FROM file_ids WHERE platform = ? AND sample_id IN ({marks})", [platform, *ids]
+        )
         return {int(r["sample_id"]): r["file_id"] for r in rows}
 
     async def set_file_id(self, sample_id: int, platform: str, file_id: str) -> None:
