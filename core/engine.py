@@ -21,6 +21,7 @@ from core.messages import Reply, Request
 from core.metrics import Metrics, NoMetrics
 from core.previews import Previews
 from core.search import Searcher
+from core.speedups import use_openmp_wait
 from core.store import SqliteStore, Store
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ class Engine:
         Without model, the model still loads on the first request that needs an embedding; commands that need
         none (stats, remove, labels, play) never import torch.
         """
+        # faiss brings its own OpenMP, which reads the wait policy when the indexes first import it: set it now, or
+        # its idle threads spin after every search and take the core that SQLite, the loop or torch needs next.
+        use_openmp_wait(config.model.openmp_wait)
         async with AsyncExitStack() as stack:
             data = Path(config.data_dir)
             store = await open_store(config)
