@@ -412,7 +412,7 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         if self.text_onnx is not None:
-            return normalize(self.text_onnx.embed(texts))
+            return normalize(self.text_onnx.embed(texts, self._pause_point))
         if self.text_int8 and len(texts) > 1:
             # Dynamic int8 scales activations per batch: one text at a time keeps each vector what it is alone.
             return np.concatenate([self.embed_texts([text]) for text in texts])

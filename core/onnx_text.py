@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -136,10 +137,13 @@ class OnnxText:
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.tokenizer = tokenizer
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """Unnormalised (n, dim) float32 vectors, each computed alone."""
+    def embed(self, texts: list[str], pause: Callable[[], None] | None = None) -> np.ndarray:
+        """Unnormalised (n, dim) float32 vectors, each computed alone; pause() runs between two texts (the job
+        queue's checkpoint, so a query need not wait for a long batch of label prompts)."""
         out = []
-        for text in texts:
+        for i, text in enumerate(texts):
+            if i and pause is not None:
+                pause()
             tokens = self.tokenizer.encode(text)
             feed = {
                 "input_ids": np.asarray([tokens.ids], dtype=np.int64),

@@ -107,7 +107,7 @@ class TextFirst:
         """Texts on the ONNX tower, exactly as Embedder.embed_texts serves them."""
         if not texts:
             return np.zeros((0, self.info.dim), np.float32)
-        return normalize(self.text.embed(texts))
+        return normalize(self.text.embed(texts, self.checkpoint))
 
     def embed_windows(self, clips: list[np.ndarray]) -> np.ndarray:
         """Audio, after waiting for the full model; text jobs queued meanwhile still run."""

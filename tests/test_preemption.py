@@ -110,3 +110,43 @@ async def test_real_embedder_pauses_mid_batch_and_results_are_unchanged(tiny_mod
     assert order == ["text", "bulk"]
     assert np.allclose(text_vectors, expected_text, atol=1e-6)
     assert np.allclose(bulk_vectors, expected_audio, atol=1e-6)
+
+
+async def test_a_query_runs_between_the_texts_of_a_long_bulk_text_batch(tiny_model_dir: Path, tmp_path: Path) -> None:
+    embedder = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32"), tmp_path)
+    assert embedder.text_onnx is not None
+    prompts = [f"This is a sound of label {i}." for i in range(12)]
+    expected_bulk, expected_query = embedder.embed_texts(prompts), embedder.embed_texts(["thunder"])
+    session, reached, release = embedder.text_onnx.session, threading.Event(), threading.Event()
+
+    class HeldOnce:
+        """The runtime's session, holding its first run until the test says go."""
+
+        def run(self, *args: object) -> object:
+            if not reached.is_set():
+                reached.set()
+                release.wait(5)
+            return session.run(*args)
+
+    embedder.text_onnx.session = HeldOnce()
+    order: list[str] = []
+    queue = JobQueue(embedder, max_pending=8, text_batch=32, audio_batch=4)
+    queue.start()
+    try:
+
+        async def tracked(name: str, job: Awaitable[np.ndarray]) -> np.ndarray:
+            result = await job
+            order.append(name)
+            return result
+
+        bulk = asyncio.create_task(tracked("bulk", queue.embed_texts(prompts, Priority.BULK)))
+        await asyncio.to_thread(reached.wait, 5)
+        query = asyncio.create_task(tracked("query", queue.embed_texts(["thunder"])))
+        await asyncio.sleep(0.05)
+        release.set()
+        query_vectors, bulk_vectors = await asyncio.gather(query, bulk)
+    finally:
+        release.set()
+        await queue.stop()
+    assert order == ["query", "bulk"]
+    assert np.array_equal(query_vectors, expected_query) and np.array_equal(bulk_vectors, expected_bulk)
