@@ -439,7 +439,7 @@ def margin_table(pos: list[Outcome], neg: list[Outcome]) -> str:
     """Calibration: what each decision score lets through, for negatives and for positives per variant."""
     names = list(dict.fromkeys(o.variant for o in pos))
     lines = ["| score >= | negatives passed | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
-    for m in sorted({*range(6, 19), fpr.SCORE}):
+    for m in sorted({*range(16, 42, 2), fpr.SCORE}):
         fp = np.mean([o.score >= m for o in neg])
         accs = [np.mean([o.score >= m and o.top == o.truth for o in pos if o.variant == v]) for v in names]
         lines.append(f"| {m:g} | {_pct(float(fp))} | " + " | ".join(_pct(float(a)) for a in accs) + " |")
@@ -537,7 +537,8 @@ def shortfalls(rows: dict[str, Summary], pos: list[Outcome], sounds: list[Sound]
         }
         notes.append(
             f"{name}: the best match was right for {_pct(r.top)}; requiring a decision score of {fpr.SCORE:g} "
-            f"(votes and verified peaks over the runner-up's, for false positives <= 1%) names {_pct(r.correct)}. "
+            f"(votes and verified peaks over the runner-up's, for false positives <= 1% with 10k samples) "
+            f"names {_pct(r.correct)}. "
             f"Of the {len(wrong)} wrong best matches, "
             f"{same} were another file of the same folder (velocity layers or articulations of one instrument)."
             f" By package: hydrogen-drumkits {_pct(float(rate['hydrogen-drumkits']))}, "
@@ -642,8 +643,10 @@ def report(f: Facts, pos: list[Outcome], neg: list[Outcome], big: list[Outcome],
         f"Here: library fingerprints keep up to {fpr.DENSITY:.0f} peaks/s with a fan-out of {fpr.FANOUT} "
         f"(measured {f.landmarks_per_second:.0f} landmarks/s); queries keep up to {fpr.QUERY_DENSITY:.0f} "
         f"peaks/s with a fan-out of {fpr.QUERY_FANOUT} at {fpr.QUERY_SHIFTS} sub-frame shifts. Decision: the "
-        f"{fpr.CANDIDATES} samples with most votes are verified peak by peak at their offsets; score = votes + "
-        f"verified peaks - {fpr.RIVAL_WEIGHT:g} x the runner-up's >= {fpr.SCORE:g} (see core/fingerprint.py).",
+        f"{fpr.CANDIDATES} samples with most votes are verified peak by peak at their offsets; evidence = votes + "
+        f"{fpr.VERIFIED_WEIGHT:g} x (verified peaks - {fpr.CHANCE_WEIGHT:g} x chance); named when evidence - "
+        f"{fpr.RIVAL_WEIGHT:g} x the runner-up's >= {fpr.SCORE:g} and its votes lead by {fpr.VOTE_LEAD} "
+        "(see core/fingerprint.py).",
     ]
     notes = shortfalls(rows, pos, sounds)
     if notes:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -127,7 +125,7 @@ def test_matches_are_ranked_and_confidence_is_bounded(library) -> None:
     index, sounds = library
     matches = index.match(fpr.query_fingerprint(with_noise(sounds[14][: 2 * SR], 0.0)), top=3)
     assert 1 <= len(matches) <= 3
-    assert [m.votes + m.verified for m in matches] == sorted((m.votes + m.verified for m in matches), reverse=True)
+    assert [m.evidence for m in matches] == sorted((m.evidence for m in matches), reverse=True)
     assert all(0.0 <= m.confidence <= 1.0 for m in matches)
     assert all(m.confidence == 0.0 for m in matches[1:])  # only the best can beat the runner-up
 
@@ -269,21 +267,27 @@ def test_verification_counts_the_samples_peaks_the_query_shows_at_its_offset(lib
     frames = sample // fpr._BINS
     under = int(((frames >= start + query[0] // fpr._BINS) & (frames <= start + query[-1] // fpr._BINS)).sum())
     assert under > 30
-    assert fpr._verified(query, sample, start) >= 0.9 * under  # a clean excerpt shows nearly all of them
-    assert fpr._verified(query, sample, start + 20) <= 0.3 * under  # elsewhere in the sample: few, by chance
+    extra = fpr._evidence(10, query, sample, start) - 10  # verified peaks beyond chance, weighted
+    assert extra >= 0.8 * fpr.VERIFIED_WEIGHT * under  # a clean excerpt shows nearly all of them
+    assert fpr._evidence(10, query, sample, start + 20) - 10 <= 0.2 * extra  # elsewhere in the sample: chance
     other = fpr._peak_keys(fpr.fingerprint(sounds[14]))
-    assert fpr._verified(query, other, start) <= 0.3 * under
-    assert fpr._verified(np.zeros(0, np.int64), sample, 0) == 0
+    assert fpr._evidence(10, query, other, start) - 10 <= 0.2 * extra
+    assert fpr._evidence(10, np.zeros(0, np.int64), sample, 0) == fpr._evidence(10, query, None, 0) == 10
 
 
 def test_confidence_weighs_evidence_against_the_runner_up() -> None:
-    # evidence = votes + verified peaks; named when evidence - RIVAL_WEIGHT * the runner-up's reaches SCORE
-    at = math.ceil(fpr.SCORE + fpr.RIVAL_WEIGHT * 20)  # the least evidence named against a rival of 20
-    assert fpr._confidence(at, 20, 0) >= fpr.THRESHOLD
-    assert fpr._confidence(at - 1, 20, 0) < fpr.THRESHOLD
-    assert fpr._confidence(60, 59, 0) >= fpr.THRESHOLD  # much evidence for both: the better one is named
-    assert fpr._confidence(12, 0, 0) < fpr.THRESHOLD  # too little evidence, even alone
-    assert fpr._confidence(100, 0, 1) == 0.0 and 0.0 <= fpr._confidence(10**6, 0, 0) < 1.0
+    # (sample, offset, votes, evidence), best evidence first; named at SCORE over RIVAL_WEIGHT x the runner-up's
+    at = fpr.SCORE + fpr.RIVAL_WEIGHT * 20
+
+    def best(votes: int, evidence: float, rival_votes: int = 10, rival: float = 20.0) -> float:
+        return fpr._confidence([(1, 0.0, votes, evidence), (2, 0.0, rival_votes, rival), (3, 0.0, 1, 1.0)], 0)
+
+    assert best(20, at) >= fpr.THRESHOLD > best(20, at - 0.5)
+    assert best(210, 200.0, 200, 199.0) >= fpr.THRESHOLD  # much evidence for both: the better one is named
+    assert best(20, 200.0, 19, 20.0) == 0.0  # but only if the votes agree: a lead of VOTE_LEAD
+    assert best(20, 200.0, 20 - fpr.VOTE_LEAD, 20.0) >= fpr.THRESHOLD
+    assert fpr._confidence([(1, 0.0, 20, 200.0)], 1) == 0.0  # only the best can be named
+    assert 0.0 <= fpr._confidence([(1, 0.0, 10**6, 1e6)], 0) < 1.0
 
 
 def repitched(x: np.ndarray, factor: float) -> np.ndarray:
