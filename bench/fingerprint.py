@@ -62,7 +62,7 @@ class Outcome:
     latency: float  # seconds: fingerprint + match
     cpu: float  # of which CPU seconds (this thread), which other processes on the machine don't inflate
     votes: int
-    rival: int
+    score: float  # the best match's decision score (core/fingerprint.py), from its confidence
     hashes: int
 
 
@@ -263,9 +263,14 @@ def _outcome(variant: str, truth: int | None, true_offset: float, result: Result
         latency,
         cpu,
         matches[0].votes if matches else 0,
-        matches[1].votes if len(matches) > 1 else 0,
+        _score(matches[0].confidence) if matches else 0.0,
         hashes,
     )
+
+
+def _score(confidence: float) -> float:
+    """The decision score a confidence was mapped from (confidence = score / (score + SCORE))."""
+    return round(fpr.SCORE * confidence / max(1e-12, 1 - confidence), 6)
 
 
 def excerpt_start(x: np.ndarray, length: int, rng: np.random.Generator, within_db: float = 30.0) -> int:
@@ -431,13 +436,13 @@ def summarise(outcomes: list[Outcome], name: str) -> Summary:
 
 
 def margin_table(pos: list[Outcome], neg: list[Outcome]) -> str:
-    """Calibration: what each decision margin lets through, for negatives and for positives per variant."""
+    """Calibration: what each decision score lets through, for negatives and for positives per variant."""
     names = list(dict.fromkeys(o.variant for o in pos))
-    lines = ["| margin >= | negatives passed | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
-    for m in range(1, 11):
-        fp = np.mean([o.votes - o.rival >= m for o in neg])
-        accs = [np.mean([o.votes - o.rival >= m and o.top == o.truth for o in pos if o.variant == v]) for v in names]
-        lines.append(f"| {m} | {_pct(float(fp))} | " + " | ".join(_pct(float(a)) for a in accs) + " |")
+    lines = ["| score >= | negatives passed | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for m in sorted({*range(16, 42, 2), fpr.SCORE}):
+        fp = np.mean([o.score >= m for o in neg])
+        accs = [np.mean([o.score >= m and o.top == o.truth for o in pos if o.variant == v]) for v in names]
+        lines.append(f"| {m:g} | {_pct(float(fp))} | " + " | ".join(_pct(float(a)) for a in accs) + " |")
     return "\n".join(lines)
 
 
@@ -531,8 +536,10 @@ def shortfalls(rows: dict[str, Summary], pos: list[Outcome], sounds: list[Sound]
             for package in ("hydrogen-drumkits", "lmms-common")
         }
         notes.append(
-            f"{name}: the best match was right for {_pct(r.top)}; requiring a margin of {fpr.MARGIN} votes over the "
-            f"runner-up (for false positives <= 1%) names {_pct(r.correct)}. Of the {len(wrong)} wrong best matches, "
+            f"{name}: the best match was right for {_pct(r.top)}; requiring a decision score of {fpr.SCORE:g} "
+            f"(votes and verified peaks over the runner-up's, for false positives <= 1% with 10k samples) "
+            f"names {_pct(r.correct)}. "
+            f"Of the {len(wrong)} wrong best matches, "
             f"{same} were another file of the same folder (velocity layers or articulations of one instrument)."
             f" By package: hydrogen-drumkits {_pct(float(rate['hydrogen-drumkits']))}, "
             f"lmms-common {_pct(float(rate['lmms-common']))} ({hits} of the {len(mine)} queries come from "
@@ -635,8 +642,11 @@ def report(f: Facts, pos: list[Outcome], neg: list[Outcome], big: list[Outcome],
         "(music); audfprint's defaults are 20 peaks/s and a fan-out of 3 (about 60 landmarks/s). "
         f"Here: library fingerprints keep up to {fpr.DENSITY:.0f} peaks/s with a fan-out of {fpr.FANOUT} "
         f"(measured {f.landmarks_per_second:.0f} landmarks/s); queries keep up to {fpr.QUERY_DENSITY:.0f} "
-        f"peaks/s with a fan-out of {fpr.QUERY_FANOUT} at {fpr.QUERY_SHIFTS} sub-frame shifts. Decision: margin "
-        f"over the runner-up >= {fpr.MARGIN} votes (see core/fingerprint.py).",
+        f"peaks/s with a fan-out of {fpr.QUERY_FANOUT} at {fpr.QUERY_SHIFTS} sub-frame shifts. Decision: the "
+        f"{fpr.CANDIDATES} samples with most votes are verified peak by peak at their offsets; evidence = votes + "
+        f"{fpr.VERIFIED_WEIGHT:g} x (verified peaks - {fpr.CHANCE_WEIGHT:g} x chance); named when evidence - "
+        f"{fpr.RIVAL_WEIGHT:g} x the runner-up's >= {fpr.SCORE:g} and its votes lead by {fpr.VOTE_LEAD} "
+        "(see core/fingerprint.py).",
     ]
     notes = shortfalls(rows, pos, sounds)
     if notes:

@@ -125,7 +125,7 @@ def test_matches_are_ranked_and_confidence_is_bounded(library) -> None:
     index, sounds = library
     matches = index.match(fpr.query_fingerprint(with_noise(sounds[14][: 2 * SR], 0.0)), top=3)
     assert 1 <= len(matches) <= 3
-    assert [m.votes for m in matches] == sorted((m.votes for m in matches), reverse=True)
+    assert [m.evidence for m in matches] == sorted((m.evidence for m in matches), reverse=True)
     assert all(0.0 <= m.confidence <= 1.0 for m in matches)
     assert all(m.confidence == 0.0 for m in matches[1:])  # only the best can beat the runner-up
 
@@ -257,3 +257,62 @@ def test_clicks_and_steps_have_no_peaks() -> None:
     steps = np.repeat(np.resize(np.array([0.5, -0.5], np.float32), 12), SR // 4)
     assert len(fpr.fingerprint(clicks)) == 0 and len(fpr.query_fingerprint(clicks)) == 0
     assert len(fpr.fingerprint(steps)) == 0
+
+
+def test_verification_counts_the_samples_peaks_the_query_shows_at_its_offset(library) -> None:
+    _, sounds = library
+    sample = fpr._peak_keys(fpr.fingerprint(sounds[13]))
+    start = 80  # frames
+    query = fpr._peak_keys(fpr.query_fingerprint(sounds[13][start * fpr.HOP * 6 : (start + 125) * fpr.HOP * 6]))
+    frames = sample // fpr._BINS
+    under = int(((frames >= start + query[0] // fpr._BINS) & (frames <= start + query[-1] // fpr._BINS)).sum())
+    assert under > 30
+    extra = fpr._evidence(10, query, sample, start) - 10  # verified peaks beyond chance, weighted
+    assert extra >= 0.8 * fpr.VERIFIED_WEIGHT * under  # a clean excerpt shows nearly all of them
+    assert fpr._evidence(10, query, sample, start + 20) - 10 <= 0.2 * extra  # elsewhere in the sample: chance
+    other = fpr._peak_keys(fpr.fingerprint(sounds[14]))
+    assert fpr._evidence(10, query, other, start) - 10 <= 0.2 * extra
+    assert fpr._evidence(10, np.zeros(0, np.int64), sample, 0) == fpr._evidence(10, query, None, 0) == 10
+
+
+def test_confidence_weighs_evidence_against_the_runner_up() -> None:
+    # (sample, offset, votes, evidence), best evidence first; named at SCORE over RIVAL_WEIGHT x the runner-up's
+    at = fpr.SCORE + fpr.RIVAL_WEIGHT * 20
+
+    def best(votes: int, evidence: float, rival_votes: int = 10, rival: float = 20.0) -> float:
+        return fpr._confidence([(1, 0.0, votes, evidence), (2, 0.0, rival_votes, rival), (3, 0.0, 1, 1.0)], 0)
+
+    assert best(20, at) >= fpr.THRESHOLD > best(20, at - 0.5)
+    assert best(210, 200.0, 200, 199.0) >= fpr.THRESHOLD  # much evidence for both: the better one is named
+    assert best(20, 200.0, 19, 20.0) == 0.0  # but only if the votes agree: a lead of VOTE_LEAD
+    assert best(20, 200.0, 20 - fpr.VOTE_LEAD, 20.0) >= fpr.THRESHOLD
+    assert fpr._confidence([(1, 0.0, 20, 200.0)], 1) == 0.0  # only the best can be named
+    assert 0.0 <= fpr._confidence([(1, 0.0, 10**6, 1e6)], 0) < 1.0
+
+
+def repitched(x: np.ndarray, factor: float) -> np.ndarray:
+    """x played factor times faster, pitch and all (a new sample made from it, like a re-pitched kit)."""
+    from scipy.signal import resample_poly
+
+    return resample_poly(x, 1000, int(round(1000 * factor))).astype(np.float32)
+
+
+def test_a_near_copy_is_told_from_its_source_and_one_not_indexed_is_not_named(library) -> None:
+    _, sounds = library
+    index = fpr.FingerprintIndex()
+    hits = {i: hit(i) for i in range(8)}
+    for sample_id, x in hits.items():
+        index.add(sample_id, fpr.fingerprint(x))
+    index.add(20, fpr.fingerprint(repitched(hits[5], 1.04)))
+    index.add(21, fpr.fingerprint(sounds[13]))
+    index.add(22, fpr.fingerprint(repitched(sounds[13], 1.04)))
+    for seed in (1, 2):
+        for truth, x in ((5, hits[5]), (20, repitched(hits[5], 1.04))):
+            found = identify(index, with_noise(x, 10.0, seed=seed))
+            assert found is not None and found.sample_id == truth
+        for truth, x in ((21, sounds[13]), (22, repitched(sounds[13], 1.04))):
+            found = identify(index, with_noise(x[SR : 3 * SR], 10.0, seed=seed))
+            assert found is not None and found.sample_id == truth
+    for factor in (1.02, 0.94):  # re-pitched copies that are not in the library
+        assert identify(index, with_noise(repitched(hits[6], factor), 20.0)) is None
+        assert identify(index, with_noise(repitched(sounds[14][SR : 3 * SR], factor), 20.0)) is None
