@@ -2,7 +2,7 @@
 
 The first start exports the text tower and records the checkpoint here; later starts with the same checkpoint
 files, library versions and CPU skip importing torch and transformers before the first answer (seconds). Audio
-waits for the full model; while it waits, urgent text jobs still run through the queue's checkpoint.
+waits for the full model; while it waits, the text jobs queued meanwhile still run (the queue's `meanwhile`).
 """
 
 from __future__ import annotations
