@@ -396,6 +396,7 @@ class Embedder:
         size = max(1, self.config.batch_size)
         for i in range(0, len(clips), size):
             features = self.features(clips[i : i + size]).to(self.device, self._audio_dtype)
+            self._pause_point()  # the features took a while too: urgent work goes first
             outer, self._clip_count.clips = self._clip_count.clips, len(features)
             try:
                 with torch.inference_mode():
