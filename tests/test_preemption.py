@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,36 @@ async def test_nothing_pre_empts_an_interactive_batch() -> None:
     assert model.events == ["audio start", "audio end", "text"]
 
 
+async def overtake(
+    queue: JobQueue,
+    bulk: Callable[[], Awaitable[np.ndarray]],
+    urgent: Callable[[], Awaitable[np.ndarray]],
+    reached: threading.Event,
+    release: threading.Event,
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Start the bulk job; once the model is held inside it, queue the urgent one and let go: which finished first,
+    and both results."""
+    order: list[str] = []
+
+    async def tracked(name: str, job: Awaitable[np.ndarray]) -> np.ndarray:
+        result = await job
+        order.append(name)
+        return result
+
+    queue.start()
+    try:
+        running = asyncio.create_task(tracked("bulk", bulk()))
+        await asyncio.to_thread(reached.wait, 5)
+        waiting = asyncio.create_task(tracked("urgent", urgent()))
+        await asyncio.sleep(0.05)
+        release.set()
+        urgent_vectors, bulk_vectors = await asyncio.gather(waiting, running)
+    finally:
+        release.set()
+        await queue.stop()
+    return order, urgent_vectors, bulk_vectors
+
+
 async def test_real_embedder_pauses_mid_batch_and_results_are_unchanged(tiny_model_dir: Path) -> None:
     embedder = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", batch_size=4))
     clips = [tone(2.0), noise(1.0), chirp(3.0)]
@@ -87,27 +117,18 @@ async def test_real_embedder_pauses_mid_batch_and_results_are_unchanged(tiny_mod
             release.wait(5)
 
     handle = first_layer.register_forward_pre_hook(hold)
-    order: list[str] = []
     queue = JobQueue(embedder, max_pending=8, text_batch=4, audio_batch=4)
-    queue.start()
     try:
-
-        async def tracked(name: str, job: Awaitable[np.ndarray]) -> np.ndarray:
-            result = await job
-            order.append(name)
-            return result
-
-        bulk = asyncio.create_task(tracked("bulk", queue.embed_clips(clips, Priority.BULK)))
-        await asyncio.to_thread(reached.wait, 5)
-        text = asyncio.create_task(tracked("text", queue.embed_texts(["a dog barking"])))
-        await asyncio.sleep(0.05)
-        release.set()
-        text_vectors, bulk_vectors = await asyncio.gather(text, bulk)
+        order, text_vectors, bulk_vectors = await overtake(
+            queue,
+            lambda: queue.embed_clips(clips, Priority.BULK),
+            lambda: queue.embed_texts(["a dog barking"]),
+            reached,
+            release,
+        )
     finally:
-        release.set()
         handle.remove()
-        await queue.stop()
-    assert order == ["text", "bulk"]
+    assert order == ["urgent", "bulk"]
     assert np.allclose(text_vectors, expected_text, atol=1e-6)
     assert np.allclose(bulk_vectors, expected_audio, atol=1e-6)
 
@@ -129,24 +150,13 @@ async def test_a_query_runs_between_the_texts_of_a_long_bulk_text_batch(tiny_mod
             return session.run(*args)
 
     embedder.text_onnx.session = HeldOnce()
-    order: list[str] = []
     queue = JobQueue(embedder, max_pending=8, text_batch=32, audio_batch=4)
-    queue.start()
-    try:
-
-        async def tracked(name: str, job: Awaitable[np.ndarray]) -> np.ndarray:
-            result = await job
-            order.append(name)
-            return result
-
-        bulk = asyncio.create_task(tracked("bulk", queue.embed_texts(prompts, Priority.BULK)))
-        await asyncio.to_thread(reached.wait, 5)
-        query = asyncio.create_task(tracked("query", queue.embed_texts(["thunder"])))
-        await asyncio.sleep(0.05)
-        release.set()
-        query_vectors, bulk_vectors = await asyncio.gather(query, bulk)
-    finally:
-        release.set()
-        await queue.stop()
-    assert order == ["query", "bulk"]
+    order, query_vectors, bulk_vectors = await overtake(
+        queue,
+        lambda: queue.embed_texts(prompts, Priority.BULK),
+        lambda: queue.embed_texts(["thunder"]),
+        reached,
+        release,
+    )
+    assert order == ["urgent", "bulk"]
     assert np.array_equal(query_vectors, expected_query) and np.array_equal(bulk_vectors, expected_bulk)
