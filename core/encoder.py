@@ -138,8 +138,6 @@ class Encoder:
         from core.text_first import TextFirst, open_text_first
 
         model = self.config.model
-        if model.text_runtime != "onnx":
-            return None
         early = open_text_first(model, Path(locate(model.id)), cache)
         if early is None:
             return None

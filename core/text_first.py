@@ -41,16 +41,16 @@ def open_text_first(config: ModelConfig, checkpoint: Path, cache_dir: Path) -> t
     if cosine is None or cosine < INT8_MIN_COSINE or not path.exists():
         return None
     try:
-        threads = config.text_threads or config.threads or 0
-        runtime = OnnxText(path, text_tokenizer(checkpoint), threads or default_threads())
+        threads = config.text_threads or config.threads or available_cpus()
+        runtime = OnnxText(path, text_tokenizer(checkpoint), threads)
     except Exception as exc:  # a damaged export: the full load exports it again
         log.warning("the cached ONNX text tower would not open (%s); loading the full model first", exc)
         return None
     return runtime, info
 
 
-def default_threads() -> int:
-    """The CPUs this process may use: torch's default intra-op thread count here, without importing torch."""
+def available_cpus() -> int:
+    """The CPUs this process may use (without importing torch, whose default may count physical cores only)."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
@@ -87,14 +87,6 @@ class TextFirst:
         """Which kernels serve (see Embedder.path)."""
         return self._model.path if self._model is not None else "text int8 on ONNX Runtime (audio loading)"
 
-    def wait(self, timeout: float | None = None) -> Embedder:
-        """The full model, once loaded (raises its load error)."""
-        if not self._loaded.wait(timeout):
-            raise TimeoutError("the model is still loading")
-        if self._model is None:
-            raise self._error or RuntimeError("the model failed to load")
-        return self._model
-
     def settle(self, timeout: float) -> bool:
         """Wait up to timeout for the load to end either way (a process must not exit in the middle of it)."""
         return self._loaded.wait(timeout)
@@ -114,6 +106,8 @@ class TextFirst:
         while not self._loaded.wait(WAIT_STEP):
             if self.meanwhile is not None:
                 self.meanwhile()
-        model = self.wait(0)
+        model = self._model
+        if model is None:
+            raise self._error or RuntimeError("the model failed to load")
         model.checkpoint = self.checkpoint
         return model.embed_windows(clips)
