@@ -23,6 +23,7 @@ from core.speedups import cpu_flags, vector_isa
 log = logging.getLogger(__name__)
 
 OPSET = 17
+STALE_EXPORT_SECONDS = 3600.0  # a scratch directory this old was left by a killed export (one takes ~20 s)
 
 
 def runtime_version() -> str | None:
@@ -85,6 +86,9 @@ def export(model: Any, tokenizer: Any, target: Path) -> None:
 
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(".export-*"):  # a killed export's fp32 model: hundreds of MB
+        if time.time() - stale.stat().st_mtime > STALE_EXPORT_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".export-"))
     try:
         tokens = tokenizer(["a dog barking", "rain"], padding=True, return_tensors="pt")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 
 from core.config import ModelConfig
 from core.embedder import INT8_MIN_COSINE, Embedder, onnx_text_tower
-from core.onnx_text import text_tokenizer
+from core.onnx_text import STALE_EXPORT_SECONDS, text_tokenizer
 
 TEXTS = ["thunder", "a dog barking", "glass breaking", "This is a sound of a very long and winding sentence."]
 
@@ -84,12 +86,16 @@ def test_without_onnxruntime_or_with_a_broken_export_torch_serves(
 def test_a_half_written_export_is_not_taken_for_a_cached_one(tiny_model_dir: Path, tmp_path: Path) -> None:
     loaded = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32"), tmp_path)
     (export,) = (tmp_path / "onnx").rglob("*.onnx")
-    leftover = export.parent / ".export-killed"
-    leftover.mkdir()
-    (leftover / "text.onnx").write_bytes(b"half a model")
+    leftover, recent = export.parent / ".export-killed", export.parent / ".export-running"
+    for scratch in (leftover, recent):
+        scratch.mkdir()
+        (scratch / "text.onnx").write_bytes(b"half a model")
+    hour_ago = time.time() - 2 * STALE_EXPORT_SECONDS
+    os.utime(leftover, (hour_ago, hour_ago))
     export.unlink()  # a kill before os.replace leaves only the scratch directory
     again = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32"), tmp_path)
     assert again.text_onnx is not None and export.exists()
+    assert not leftover.exists() and recent.exists()  # an old one is swept; one that may be running is left
     assert np.array_equal(again.embed_texts(TEXTS), loaded.embed_texts(TEXTS))
 
 
