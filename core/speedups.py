@@ -4,11 +4,12 @@ bf16 and int8 vectors independent of the batch."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -243,13 +244,7 @@ def use_per_clip_linears(modules: list[Any], count: ClipCount) -> int:
                 torch.addmm(layer.bias, rows[i], weight, out=out[i])
         return out.reshape(*hidden.shape[:-1], layer.out_features)
 
-    changed = 0
-    for tree in modules:
-        for module in tree.modules():
-            if isinstance(module, torch.nn.Linear):
-                module.forward = types.MethodType(forward, module)  # type: ignore[method-assign]
-                changed += 1
-    return changed
+    return _rebind(modules, torch.nn.Linear, lambda module: types.MethodType(forward, module))
 
 
 def use_per_clip_modules(modules: list[Any], kind: type[Any], count: ClipCount) -> int:
@@ -260,18 +255,22 @@ def use_per_clip_modules(modules: list[Any], kind: type[Any], count: ClipCount) 
     """
     import torch
 
-    def forward(layer: Any, hidden: Any, plain: Any) -> Any:
+    def forward(plain: Any, hidden: Any) -> Any:
         n = count.clips
         if n == 1 or hidden.shape[0] % n:
             return plain(hidden)
         parts = hidden.reshape(n, -1, hidden.shape[-1])  # the audio tower keeps clips batch-major
         return torch.cat([plain(part) for part in parts]).reshape(*hidden.shape[:-1], -1)
 
+    return _rebind(modules, kind, lambda module: functools.partial(forward, module.forward))
+
+
+def _rebind(modules: list[Any], kind: type[Any], forward_of: Callable[[Any], Callable[..., Any]]) -> int:
+    """Give every module of this kind in these trees the forward that forward_of(module) makes; returns how many."""
     changed = 0
     for tree in modules:
         for module in tree.modules():
             if isinstance(module, kind):
-                plain = module.forward
-                module.forward = types.MethodType(lambda layer, x, plain=plain: forward(layer, x, plain), module)
+                module.forward = forward_of(module)
                 changed += 1
     return changed
