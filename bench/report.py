@@ -300,12 +300,15 @@ OPTIMISATION_NOTES = [
     "250 ms in fp32). With AVX2 only, bf16 would be emulated, so fp32 stays.",
     "- `fused_attention = true`: the audio tower's windowed attention runs as one `scaled_dot_product_attention` "
     "call with the relative-position bias and shift mask folded into one additive mask (same maths).",
-    "- `fast_features = true`: the log-mel features are computed for the whole batch with one float64 `torch.stft` "
-    "instead of transformers' per-frame numpy loop (max difference ~1e-5 dB).",
+    "- `fast_features = true`: the log-mel features are computed with a float64 `torch.stft` instead of "
+    "transformers' per-frame numpy loop (max difference ~1e-5 dB), one clip at a time: a batch of 8 in one STFT "
+    "cost 90-370 ms in its float64 temporaries against 8 x 5 ms.",
     "- In bf16, every linear layer of the audio tower runs once per clip, because bf16 kernels pick their blocking "
     "by row count: this keeps a file's vector identical whether it is embedded alone or in a batch.",
-    "- Running audio batches pause at every attention, MLP and patch-merge boundary to serve interactive jobs "
-    "(text queries, voice notes) that arrived meanwhile, so a bulk import never holds a query for a whole batch.",
+    "- Running audio batches pause after each clip's features, before and after every attention and before each "
+    "half of every MLP and each patch merge, to serve interactive jobs (text queries, voice notes) that arrived "
+    "meanwhile: at most ~25-35 ms apart for 8 windows with AMX (~45-55 ms before the features and MLP outputs had "
+    "their own), so a bulk import never holds a query for a whole batch.",
     '- `text_runtime = "onnx"`: the text tower is exported once per checkpoint to ONNX Runtime and quantised there '
     "to int8 (per-channel weights; 7-bit where the CPU lacks VNNI), cached in `data_dir/cache/onnx`, and kept only "
     "if 8 probe texts stay at cosine >= 0.999 to the fp32 tower (a check remembered per checkpoint, library "
@@ -322,11 +325,18 @@ OPTIMISATION_NOTES = [
     "- `text_threads = 0`: text queries use as many intra-op threads as audio. One thread leaves a core to the lexical "
     "lookup that overlaps the embedding, but a short text is bound by reading the tower's weights, which two threads "
     "do faster (int8 tower on this machine, quiet: 23.9 ms on 2 threads, 27.7 ms on 1).",
-    '- `openmp_wait = "passive"`: torch\'s OpenMP threads sleep rather than spin when idle (OMP_WAIT_POLICY, set '
-    "before torch is imported). On this 2-core machine shared with other work, spinning threads made a text query "
-    "on 2 threads about 10x slower than on 1 and the first variant of this table 8x slower. Quiet, spinning is "
-    'faster (int8 text on 2 threads: 19.5 ms spinning, 23.9 ms passive); `openmp_wait = "default"` or '
-    '`"active"` buys that back on a machine shira has to itself.',
+    "- `openmp_wait = \"brief\"`: torch's and faiss's OpenMP threads spin about a millisecond after work, then "
+    "sleep (GOMP_SPINCOUNT, set before either is imported). Sleeping at once (`passive`, the earlier default) woke "
+    "the team at every operator: a batch-1 window took 120-150 ms against 75. libgomp's own default spins ~5 ms, "
+    "which a busy machine pays for at every barrier.",
+    "- One OpenMP team: the model loads on a thread that ends with the load. A thread that ran torch keeps its "
+    "OpenMP team while it lives, and libgomp, once it manages more threads than cores, cuts every spin to 100 "
+    "turns; a load in asyncio's thread pool had left every later pass sleeping between operators (a voice note "
+    "174 ms against 126).",
+    "- A FAISS search of one query runs on one OpenMP thread (faiss splits by query, so the rest of a team only "
+    "woke to wait): 1.6 ms against 2.4-3.5 ms on the 10k flat index just after a text embedding.",
+    "- ONNX Runtime's threads spin within and shortly after a run: a text embedding 50 ms after the last took "
+    "7.3 ms against 10.4 ms with them sleeping.",
     "- The lexical half ranks the best 200 FTS5 matches before joining them to their samples to keep the asked "
     "spaces' ones (all matches only if that leaves too few): the same answer, without reading thousands of sample "
     "rows for a common word (SQLite CPU time per query about halved on the 10k library).",

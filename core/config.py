@@ -140,7 +140,7 @@ class ModelConfig:
     fast_features: Bool = True  # log-mel features in torch, batched (same values as the numpy extractor)
     threads: Limit = 0  # torch intra-op threads; 0 keeps torch's default
     text_threads: Limit = 0  # intra-op threads for text batches (CPU); 0: the same as audio
-    openmp_wait: Literal["passive", "active", "default"] = "passive"  # OMP_WAIT_POLICY for torch and faiss
+    openmp_wait: Literal["brief", "passive", "active", "default"] = "brief"  # how torch's and faiss's threads wait
     window_seconds: Seconds = 10.0
     hop_seconds: Seconds = 10.0  # at most window_seconds, or parts of long clips are never embedded
     batch_size: Count = 8  # audio windows per forward pass

@@ -206,8 +206,15 @@ def probe_clips(samples: int = 10 * SAMPLE_RATE) -> list[np.ndarray]:
 PROBE_VERSION = 1  # bump when probe_clips changes, so remembered checks are redone
 
 
-# Where a running audio batch may pause for urgent work: before attention, the MLP and each patch merge.
-PAUSE_MODULES = ("ClapAudioAttention", "ClapAudioIntermediate", "ClapAudioPatchMerging")
+# Where a running audio batch may pause for urgent work: before and after attention, before either half of the
+# MLP, before each patch merge (with the pause after each clip's features, at most ~20 ms apart for 8 windows).
+PAUSE_MODULES = (
+    "ClapAudioAttention",
+    "ClapAudioSelfOutput",
+    "ClapAudioIntermediate",
+    "ClapAudioOutput",
+    "ClapAudioPatchMerging",
+)
 
 LOAD_HELP = FIX  # what to do when the checkpoint can't be found or read
 
@@ -395,8 +402,11 @@ class Embedder:
         out = []
         size = max(1, self.config.batch_size)
         for i in range(0, len(clips), size):
-            features = self.features(clips[i : i + size]).to(self.device, self._audio_dtype)
-            self._pause_point()  # the features took a while too: urgent work goes first
+            parts = []
+            for clip in clips[i : i + size]:  # a pause point after each clip's features: 5 ms apart, not 40
+                parts.append(self.features([clip]))
+                self._pause_point()
+            features = torch.cat(parts).to(self.device, self._audio_dtype)
             outer, self._clip_count.clips = self._clip_count.clips, len(features)
             try:
                 with torch.inference_mode():

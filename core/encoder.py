@@ -21,6 +21,7 @@ from core.jobs import STOP_SECONDS, Jobs, Model, ModelInfo, Priority
 from core.labels import Labeler, builtin_vocabulary
 from core.messages import Label
 from core.metrics import Metrics, NoMetrics
+from core.speedups import on_own_thread
 from core.store import Store
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ class Encoder:
         else:
             from core.embedder import Embedder
 
-            embedder = await asyncio.to_thread(Embedder.load, model, cache)
+            embedder = await on_own_thread(Embedder.load, model, cache)
             served, info = embedder, ModelInfo(embedder.fingerprint, embedder.dim, embedder.logit_scale)
         queue = JobQueue(
             served,

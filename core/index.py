@@ -100,7 +100,16 @@ class FaissIndex:
         """The k nearest ids with their inner products, best first."""
         if len(self) == 0 or k <= 0:
             return []
-        scores, ids = self.index.search(np.asarray(query, np.float32).reshape(1, -1), min(k, len(self)))  # type: ignore[attr-defined]
+        faiss = import_faiss()
+        # faiss splits its work by query: one query runs on one thread whatever the team, and waking the rest of a
+        # sleeping team cost 1-2 ms a search (2.4-3.5 ms against 1.5 ms after a text embedding, 10k flat). The
+        # setting is this thread's own, so index builds in other threads keep every core.
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            scores, ids = self.index.search(np.asarray(query, np.float32).reshape(1, -1), min(k, len(self)))  # type: ignore[attr-defined]
+        finally:
+            faiss.omp_set_num_threads(threads)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:

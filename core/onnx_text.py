@@ -136,7 +136,8 @@ class OnnxText:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # leave idle cores to the audio
+        # Its threads spin within a run and shortly after: 7.3 ms a text against 10.4 ms with them asleep.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.tokenizer = tokenizer

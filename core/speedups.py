@@ -4,21 +4,24 @@ bf16 and int8 vectors independent of the batch."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from core.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def cpu_flags() -> set[str]:
@@ -71,20 +74,63 @@ def vector_isa() -> str:
     return "AVX2" if "avx2" in flags else "pre-AVX2"
 
 
-def use_openmp_wait(policy: str) -> None:
-    """Set OMP_WAIT_POLICY for torch's OpenMP threads (unless the environment already does); "default" leaves it.
+# libgomp spin-waits this many times before a thread sleeps under "brief": about 1.3 ms of a core after the last
+# operator (AMX Xeon), against 4.6 ms with libgomp's default of 300,000.
+BRIEF_SPINS = 100_000
 
-    libgomp reads it once, when torch is first imported, so this must run before that. With the default policy an
-    idle team thread spins, and on a busy machine a team that lost a core to another process waits out whole time
-    slices at every barrier (a text query took 10x longer on 2 threads than on 1); passive threads sleep instead.
+
+def use_openmp_wait(policy: str) -> None:
+    """Set how torch's and faiss's idle OpenMP threads wait (unless the environment already says); "default"
+    leaves libgomp's own choice.
+
+    libgomp reads it once, when the library is first loaded, so this must run before torch or faiss is imported.
+    - brief: spin a little (GOMP_SPINCOUNT=BRIEF_SPINS), then sleep. The gaps between a forward pass's operators
+      are microseconds, so a team stays awake through a pass; a batch-1 window took 75 ms, as with spinning.
+    - passive (OMP_WAIT_POLICY): sleep at once; every operator then wakes the team, and the same window took
+      120-150 ms.
+    - active, and libgomp's default: spin long after the work ends (4.6 ms of a core per operator by default). On
+      a busy machine a team that lost a core to another process then waits out whole time slices at barriers.
     """
     if policy == "default":
         return
+    name, value = ("GOMP_SPINCOUNT", str(BRIEF_SPINS)) if policy == "brief" else ("OMP_WAIT_POLICY", policy.upper())
     if "torch" in sys.modules:
-        if os.environ.get("OMP_WAIT_POLICY", "").lower() != policy:
-            log.info("torch was imported before OMP_WAIT_POLICY=%s could be set; keeping its setting", policy)
+        if os.environ.get(name) != value:
+            log.info("torch was imported before %s=%s could be set; keeping its setting", name, value)
         return
-    os.environ.setdefault("OMP_WAIT_POLICY", policy.upper())
+    if "OMP_WAIT_POLICY" not in os.environ:  # a policy from the environment wins over any of ours
+        os.environ.setdefault(name, value)
+
+
+async def on_own_thread(fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) on a new thread that ends with it: for work that runs torch off the model's worker thread.
+
+    Every thread that runs a parallel torch operator keeps an OpenMP team for as long as it lives, and while libgomp
+    manages more threads than there are cores it cuts every spin-wait to 100 turns: the worker's team then sleeps
+    between operators as if passive (a batch-1 window 120-130 ms instead of 70). asyncio.to_thread's pool threads
+    live on, so a model loaded there slowed every later pass.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():  # the caller was cancelled
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # delivered to the caller
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name=getattr(fn, "__qualname__", "shira-torch"), daemon=True).start()
+    return await done
 
 
 @contextmanager
@@ -130,10 +176,11 @@ def resolve_precision(requested: str, device: str) -> str:
 
 
 class MelFeatures:
-    """ClapFeatureExtractor's repeatpad log-mel (librosa/slaney filters) in torch, one batched STFT.
+    """ClapFeatureExtractor's repeatpad log-mel (librosa/slaney filters) in torch.
 
-    Matches the numpy extractor to ~1e-5 dB (float64 throughout) but runs the whole batch at once; it applies only
-    to clips no longer than the extractor's window, which is all the embedder ever passes.
+    Matches the numpy extractor to ~1e-5 dB (float64 throughout); it applies only to clips no longer than the
+    extractor's window, which is all the embedder ever passes. One clip per STFT: a batch's float64 temporaries
+    (~70 MB for 8 windows) made 8 windows cost 90-370 ms against 8 x 5 ms alone (measured with AMX).
     """
 
     def __init__(self, extractor: Any) -> None:
@@ -172,9 +219,19 @@ class MelFeatures:
         """(n, 1, frames, mel bins) float32 features, as the extractor's input_features."""
         import torch
 
-        batch = torch.stack([self._pad(c) for c in clips])
+        return torch.cat([self._one(clip) for clip in clips])
+
+    def _one(self, clip: np.ndarray) -> Any:
+        import torch
+
         spec = torch.stft(
-            batch, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect", return_complex=True
+            self._pad(clip)[None],
+            self.n_fft,
+            self.hop,
+            window=self.window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
         )
         power = spec.real.square() + spec.imag.square()
         mel = torch.matmul(self.filters, power).clamp_min(1e-10)

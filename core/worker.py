@@ -25,6 +25,7 @@ from core.budget import Budget, decoded_bytes
 from core.config import Config, ConfigError, masked_url
 from core.errors import UserError
 from core.jobs import Encoded, JobQueue, ModelInfo, Priority
+from core.speedups import on_own_thread
 from core.streams import (
     GROUP,
     REPLY_MAXLEN,
@@ -273,7 +274,7 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
         raise ConfigError("`shira worker` needs [cluster] redis_url (or SHIRA_REDIS_URL)")
     client = await connect_redis(config.cluster)
     try:
-        embedder = await asyncio.to_thread(Embedder.load, config.model, Path(config.data_dir) / "cache")
+        embedder = await on_own_thread(Embedder.load, config.model, Path(config.data_dir) / "cache")
         queue = local_queue(embedder, config)
         queue.start()
         worker = Worker(client, config, queue, ModelInfo(embedder.fingerprint, embedder.dim, embedder.logit_scale))

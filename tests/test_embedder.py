@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,16 @@ from core.cache_file import CacheFile
 from core.config import ModelConfig
 from core.embedder import INT8_MIN_COSINE, Embedder, quantize_text_tower, windows
 from core.errors import ModelLoadError
-from core.speedups import cpu_flags, cpu_has_amx, cpu_has_bf16, onednn_allows, resolve_precision, vector_isa
+from core.speedups import (
+    BRIEF_SPINS,
+    cpu_flags,
+    cpu_has_amx,
+    cpu_has_bf16,
+    on_own_thread,
+    onednn_allows,
+    resolve_precision,
+    vector_isa,
+)
 from tests.support.sounds import chirp, noise, tone
 
 
@@ -198,13 +208,36 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatc
 
 
 def test_openmp_wait_policy_is_set_before_torch_and_never_overrides_the_environment() -> None:
-    code = (
-        "import os, sys; from core.speedups import use_openmp_wait; use_openmp_wait('passive'); "
-        "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert run.stdout.split() == ["PASSIVE", "False"]
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert run.stdout.split() == ["ACTIVE", "False"]
+    def run(policy: str, **extra: str) -> list[str]:
+        code = (
+            f"import os, sys; from core.speedups import use_openmp_wait; use_openmp_wait({policy!r}); "
+            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
+        )
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | extra
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        return done.stdout.split()
+
+    assert run("passive") == ["PASSIVE", "None", "False"]
+    assert run("brief") == ["None", str(BRIEF_SPINS), "False"]
+    assert run("default") == ["None", "None", "False"]
+    assert run("passive", OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "None", "False"]
+    assert run("brief", OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "None", "False"]
+    assert run("brief", GOMP_SPINCOUNT="7") == ["None", "7", "False"]
+
+
+async def test_on_own_thread_returns_raises_and_leaves_no_thread_behind() -> None:
+    where: list[threading.Thread] = []
+
+    def work(x: int) -> int:
+        where.append(threading.current_thread())
+        if x < 0:
+            raise ValueError("negative")
+        return 2 * x
+
+    assert await on_own_thread(work, 21) == 42
+    with pytest.raises(ValueError, match="negative"):
+        await on_own_thread(work, -1)
+    assert len({t.ident for t in where}) == 2 and threading.current_thread() not in where
+    for thread in where:  # each ended with its work, so its OpenMP team (if any) went with it
+        thread.join(5)
+        assert not thread.is_alive()

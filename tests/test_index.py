@@ -8,7 +8,7 @@ import numpy as np
 
 from core.config import IndexConfig
 from core.embedder import normalize
-from core.index import FaissIndex, IndexSet
+from core.index import FaissIndex, IndexSet, import_faiss
 
 
 def clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
@@ -28,6 +28,20 @@ def test_flat_search_is_exact_and_removal_works() -> None:
     assert [i for i, _ in top] == expected.tolist()
     index.remove(np.array([1017]))
     assert len(index) == 199 and all(i != 1017 for i, _ in index.search(vectors[17], 10))
+
+
+def test_a_search_runs_on_one_thread_and_leaves_the_callers_setting() -> None:
+    faiss = import_faiss()
+    vectors = clustered(300)
+    index = FaissIndex.build(np.arange(300), vectors, 32, IndexConfig(approximate_above=1000))
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        expected = np.argsort(-(vectors @ vectors[5]))[:10].tolist()
+        assert [i for i, _ in index.search(vectors[5], 10)] == expected
+        assert faiss.omp_get_max_threads() == 2  # restored for builds on this thread
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 def test_ivf_beyond_the_threshold_has_high_recall_and_removes() -> None:

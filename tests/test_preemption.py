@@ -133,6 +133,19 @@ async def test_real_embedder_pauses_mid_batch_and_results_are_unchanged(tiny_mod
     assert np.allclose(bulk_vectors, expected_audio, atol=1e-6)
 
 
+def test_a_batch_pauses_after_each_clips_features_before_the_model_runs(tiny_model_dir: Path) -> None:
+    embedder = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", batch_size=4))
+    events: list[str] = []
+    embedder.checkpoint = lambda: events.append("pause")
+    handle = embedder.model.audio_model.register_forward_pre_hook(lambda *_: events.append("model"))
+    try:
+        embedder.embed_windows([tone(2.0), noise(1.0), chirp(3.0)])
+    finally:
+        handle.remove()
+    assert events[: events.index("model")] == ["pause"] * 3  # one per clip's features, then the forward pass
+    assert events.count("pause") > 6  # and inside it
+
+
 async def test_a_query_runs_between_the_texts_of_a_long_bulk_text_batch(tiny_model_dir: Path, tmp_path: Path) -> None:
     embedder = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32"), tmp_path)
     assert embedder.text_onnx is not None
