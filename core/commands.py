@@ -182,8 +182,9 @@ class Commands:
         try:
             data = await self._fetch(ref, limits)
             lease.resize(len(data) + decoded)
-            audio = await self.encoder.decode(data, limits)
-            return await self.encoder.embed_audio(audio, Priority.INTERACTIVE), audio
+            with self.encoder.interactive():  # from here on the cores go to this request (not while downloading)
+                audio = await self.encoder.decode(data, limits)
+                return await self.encoder.embed_audio(audio, Priority.INTERACTIVE), audio
         finally:
             lease.release()
 
@@ -244,10 +245,11 @@ class Commands:
         self, query: SavedQuery, query_id: str, request: Request, lexical: list[int] | None = None
     ) -> Reply:
         page = max(0, request.page)
-        hits, has_more = await self.searcher.search_vector(
-            query.spaces, query.vector, query.text, query.k, page, request.platform, lexical, query.exclude
-        )
-        audio = await self._top_audio(hits, request) if page == 0 else None
+        with self.encoder.interactive():
+            hits, has_more = await self.searcher.search_vector(
+                query.spaces, query.vector, query.text, query.k, page, request.platform, lexical, query.exclude
+            )
+            audio = await self._top_audio(hits, request) if page == 0 else None
         return replies.results(query.title, hits, query_id, page, query.k, has_more, audio)
 
     # ----------------------------------------------------------------- handlers
@@ -257,7 +259,8 @@ class Commands:
         if not text:
             raise UserError("What should I look for? Try: /search thunder")
         spaces, k = self._spaces(request), self._k(request)
-        vector, lexical = await self.searcher.embed_and_match(spaces, text, k, request.page)
+        with self.encoder.interactive():  # running bulk batches wait at a pause point meanwhile
+            vector, lexical = await self.searcher.embed_and_match(spaces, text, k, request.page)
         query = SavedQuery(spaces, vector, text, k, f'Results for "{text[:100]}"')
         return await self._page(query, await self._remember(query), request, lexical)
 
@@ -284,15 +287,16 @@ class Commands:
     async def _on_identify(self, request: Request) -> Reply:
         embedded, audio = await self._query_audio(request)
         spaces = self._spaces(request)
-        own = await self.store.space_labels(request.space)
-        top = max(self.config.search.labels, request.k or 0)
-        labels, exact = await asyncio.gather(
-            self.encoder.labels(embedded.vector, own, top), self.searcher.exact(spaces, audio.samples)
-        )
-        query = SavedQuery(spaces, embedded.vector, "", self._k(request), "Similar sounds")
-        query_id = await self._remember(query)
-        hits, has_more = await self.searcher.search_vector(spaces, query.vector, "", query.k, 0, request.platform)
-        playable = await self._top_audio(hits, request)
+        with self.encoder.interactive():
+            own = await self.store.space_labels(request.space)
+            top = max(self.config.search.labels, request.k or 0)
+            labels, exact = await asyncio.gather(
+                self.encoder.labels(embedded.vector, own, top), self.searcher.exact(spaces, audio.samples)
+            )
+            query = SavedQuery(spaces, embedded.vector, "", self._k(request), "Similar sounds")
+            query_id = await self._remember(query)
+            hits, has_more = await self.searcher.search_vector(spaces, query.vector, "", query.k, 0, request.platform)
+            playable = await self._top_audio(hits, request)
         return replies.identify(labels, hits, query_id, has_more, playable, exact)
 
     async def _on_add(self, request: Request) -> Reply:

@@ -7,6 +7,7 @@ import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,10 @@ class Encoder:
     def depth(self) -> int:
         """Jobs waiting for the model (0 before it is loaded)."""
         return self.queue.depth if self.queue is not None else 0
+
+    def interactive(self) -> AbstractContextManager[None]:
+        """Hold running bulk batches while a chat request is answered (see JobQueue.hold)."""
+        return self.queue.hold() if self.queue is not None else nullcontext()
 
     async def start(self) -> None:
         """Load the model and start its worker (or, with [cluster] redis_url, reach the workers), if not done yet."""

@@ -9,6 +9,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Protocol
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 STOP_SECONDS = 30.0  # stop() waits this long for queued work, then answers what is left "shutting down"
 SHUTTING_DOWN = "I'm shutting down; please try again in a minute."
+HOLD_SECONDS = 0.25  # longest overlapping held requests keep a running bulk batch waiting (see JobQueue.hold)
 
 
 class Priority(IntEnum):
@@ -48,6 +51,7 @@ class Jobs(Protocol):
     def start(self) -> None: ...
     async def stop(self, timeout: float = STOP_SECONDS) -> None: ...
     def problem(self) -> str | None: ...
+    def hold(self) -> AbstractContextManager[None]: ...
     async def embed_texts(self, texts: list[str], priority: Priority = Priority.INTERACTIVE) -> np.ndarray: ...
     async def embed_clips(self, clips: list[np.ndarray], priority: Priority, wait: bool = False) -> np.ndarray: ...
     async def embed_encoded(self, data: bytes, limits: Limits, priority: Priority, wait: bool = False) -> Encoded: ...
@@ -116,8 +120,10 @@ class JobQueue:
         stuck_seconds: float = 120.0,
         window_seconds: float = 10.0,
         hop_seconds: float = 10.0,
+        hold_seconds: float = HOLD_SECONDS,
     ) -> None:
         self.model = model
+        self.hold_seconds = hold_seconds
         self.window_seconds = window_seconds  # how embed_encoded cuts a sound into model windows
         self.hop_seconds = hop_seconds
         self.metrics = metrics or NoMetrics()
@@ -137,6 +143,8 @@ class JobQueue:
         self._latency: dict[str, deque[float]] = {p.name.lower(): deque(maxlen=2000) for p in Priority}
         self._running: Priority | None = None  # priority of the batch the model is running (worker thread only)
         self._batch_started: float | None = None  # when the running outermost batch began
+        self._holds = 0  # interactive requests being answered (see hold)
+        self._held_since = 0.0  # when the current run of overlapping holds began
 
     def start(self) -> None:
         """Start the worker thread (and let a model with pause points hand them to the queue)."""
@@ -170,6 +178,22 @@ class JobQueue:
         if started is not None and (busy := time.perf_counter() - started) > self.stuck_seconds:
             return f"the model has been on one batch for {busy:.0f} s"
         return None
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """While a chat request is answered, a running bulk batch waits at its next pause point, so the request's
+        own decoding, lookups and search don't share the cores with it. Overlapping holds count as one, and bulk
+        work goes on once they have lasted hold_seconds, so a stream of requests can't stop it."""
+        with self._cond:
+            if self._holds == 0:
+                self._held_since = time.perf_counter()
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._holds -= 1
+                self._cond.notify_all()
 
     def _revive(self) -> None:
         """Start a new worker if the thread died (it shouldn't: the worker catches everything)."""
@@ -229,7 +253,7 @@ class JobQueue:
         with self._cond:
             while True:
                 if urgent_only:  # jobs of the running batch are in the heap: leave them be
-                    if not self._heap or self._heap[0].priority != Priority.INTERACTIVE:
+                    if not self._urgent_waiting():
                         return None
                     break
                 abandoned = [job for job in self._heap if job.future.cancelled()]
@@ -242,6 +266,10 @@ class JobQueue:
                     return None
                 self._cond.wait()
             return self._batch_from(self._heap[0])
+
+    def _urgent_waiting(self) -> bool:
+        """Whether the best queued job is interactive (lock held)."""
+        return bool(self._heap) and self._heap[0].priority == Priority.INTERACTIVE
 
     def _take_texts(self) -> tuple[str, list[tuple[_Job, int, int]]] | None:
         """The best text batch of any priority, or None (see _run_texts)."""
@@ -314,11 +342,19 @@ class JobQueue:
             self._execute(*batch)
 
     def _run_urgent(self) -> None:
-        """Called by the model between layers of a batch: interactive jobs that arrived meanwhile run now."""
+        """Called by the model between layers of a batch: interactive jobs that arrived meanwhile run now, and while
+        a request is held (see hold) the batch waits here for its next job or its end."""
         if self._running is None or self._running == Priority.INTERACTIVE:
             return
-        while (batch := self._take_batch(urgent_only=True)) is not None:
-            self._execute(*batch)
+        while True:
+            while (batch := self._take_batch(urgent_only=True)) is not None:
+                self._execute(*batch)
+            with self._cond:  # a held request may still submit work: wait for it, or for the hold to end
+                left = self._held_since + self.hold_seconds - time.perf_counter()
+                if self._holds == 0 or self._stopping or left <= 0:
+                    return
+                if not self._urgent_waiting():
+                    self._cond.wait(left)
 
     def _finish(
         self, parts: list[tuple[_Job, int, int]], vectors: np.ndarray | None, error: BaseException | None

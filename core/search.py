@@ -108,8 +108,9 @@ class Searcher:
         self, spaces: tuple[str, ...], text: str, k: int, page: int = 0, platform: str = ""
     ) -> tuple[list[Hit], bool]:
         """One page of text-to-audio results; the lexical lookup runs while the model embeds the text."""
-        vector, lexical = await self.embed_and_match(spaces, text, k, page)
-        return await self.search_vector(spaces, vector, text, k, page, platform, lexical)
+        with self.encoder.interactive():
+            vector, lexical = await self.embed_and_match(spaces, text, k, page)
+            return await self.search_vector(spaces, vector, text, k, page, platform, lexical)
 
     async def embed_and_match(
         self, spaces: tuple[str, ...], text: str, k: int, page: int

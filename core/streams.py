@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -271,6 +272,10 @@ class StreamJobs:
     def problem(self) -> str | None:
         """Why jobs can't be served: Redis unreachable, or no live worker."""
         return self._problem
+
+    def hold(self) -> AbstractContextManager[None]:
+        """Nothing to hold: the workers' bulk batches run on their own machines."""
+        return nullcontext()
 
     @property
     def depth(self) -> int:

@@ -56,6 +56,41 @@ async def test_text_runs_inside_a_running_bulk_batch() -> None:
     assert text_vectors.tolist() == [[7.0, 0.0]] and bulk_vectors.tolist() == [[7.0, 1.0]]
 
 
+async def test_a_held_request_keeps_a_bulk_batch_at_its_pause_point_until_it_is_answered() -> None:
+    model = PausingModel()
+    queue = JobQueue(model, max_pending=8, text_batch=4, audio_batch=4, hold_seconds=30.0)
+    queue.start()
+    try:
+        with queue.hold():
+            bulk = asyncio.create_task(queue.embed_clips([np.full(4, 3.0, np.float32)], Priority.BULK))
+            await asyncio.to_thread(model.reached.wait, 5)
+            model.gate.set()  # the batch reaches its pause point and waits there
+            await asyncio.sleep(0.2)
+            assert not bulk.done()
+            text_vectors = await queue.embed_texts(["rain"])  # the held request's own work still runs
+            await asyncio.sleep(0.1)
+            assert not bulk.done() and model.events == ["audio start", "text"]
+        bulk_vectors = await asyncio.wait_for(bulk, 5)  # answered: the batch goes on
+    finally:
+        model.gate.set()
+        await queue.stop()
+    assert model.events == ["audio start", "text", "audio end"]
+    assert text_vectors.tolist() == [[4.0, 0.0]] and bulk_vectors.tolist() == [[3.0, 1.0]]
+
+
+async def test_a_hold_never_keeps_a_bulk_batch_longer_than_its_limit() -> None:
+    model = PausingModel()
+    queue = JobQueue(model, max_pending=8, text_batch=4, audio_batch=4, hold_seconds=0.2)
+    queue.start()
+    model.gate.set()
+    try:
+        with queue.hold():  # a request that never ends
+            bulk = await asyncio.wait_for(queue.embed_clips([np.full(4, 5.0, np.float32)], Priority.BULK), 5)
+    finally:
+        await queue.stop()
+    assert bulk.tolist() == [[5.0, 1.0]] and model.events == ["audio start", "audio end"]
+
+
 async def test_nothing_pre_empts_an_interactive_batch() -> None:
     model = PausingModel()
     queue = JobQueue(model, max_pending=8, text_batch=4, audio_batch=4)

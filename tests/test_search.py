@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,9 @@ class TextVectors:
     async def embed_text(self, text: str) -> np.ndarray:
         await asyncio.sleep(0)
         return self.vectors[text]
+
+    def interactive(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 @dataclass(frozen=True)
