@@ -260,11 +260,11 @@ def markdown(run: Run, png: str) -> str:
         f"- {b.files} files, {b.windows} windows of up to 10 s, {b.seconds_audio / 60:.1f} min of audio; "
         f"{b.failed} failed to decode in shira.",
         f"- The two sides alternate over {b.rounds} rounds of consecutive files (baseline, then shira, on the same "
-        "chunk), so both see the same machine load. CPU time counts this process and its ffmpeg children.",
-        f"- Baseline: {b.baseline_seconds:.1f} s ({b.baseline_cpu:.1f} CPU-s). Per file: ffmpeg decode to 48 kHz, "
-        "`ClapProcessor(audio=...)`, "
-        "`ClapModel.get_audio_features` in fp32, one file at a time (files over 10 s cut into the same windows as "
-        "shira, so the vectors are comparable).",
+        "chunk), so both see the same machine load. CPU time counts each side's process and its ffmpeg children.",
+        f"- Baseline: {b.baseline_seconds:.1f} s ({b.baseline_cpu:.1f} CPU-s), in a process of its own, as a user's "
+        "loop would be (two OpenMP teams in one process slow each other). Per file: ffmpeg decode to 48 kHz, "
+        "`ClapProcessor(audio=...)`, `ClapModel.get_audio_features` in fp32, one file at a time (files over 10 s cut "
+        "into the same windows as shira, so the vectors are comparable).",
         f"- shira: {b.shira_seconds:.1f} s ({b.shira_cpu:.1f} CPU-s) through `bot.importer.import_paths` "
         "(hash, de-duplicate, decode, embed, "
         "zero-shot auto-tags, copy into the file store, SQLite, FAISS). The label vocabulary was embedded before "
