@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
 
 from core.config import ModelConfig
 from core.embedder import Embedder
-from core.jobs import JobQueue, Priority
+from core.jobs import HOLD_SECONDS, JobQueue, Priority
 from tests.support.sounds import chirp, noise, tone
 
 
@@ -38,29 +39,34 @@ class PausingModel:
         return np.array([[float(c[0]), 1.0] for c in clips], np.float32)
 
 
-async def test_text_runs_inside_a_running_bulk_batch() -> None:
-    model = PausingModel()
-    queue = JobQueue(model, max_pending=8, text_batch=4, audio_batch=4)
+@asynccontextmanager
+async def started(model: PausingModel, hold_seconds: float = HOLD_SECONDS) -> AsyncIterator[JobQueue]:
+    """A running queue in front of model; at the end its gate opens and the queue stops."""
+    queue = JobQueue(model, max_pending=8, text_batch=4, audio_batch=4, hold_seconds=hold_seconds)
     queue.start()
     try:
+        yield queue
+    finally:
+        model.gate.set()
+        await queue.stop()
+
+
+async def test_text_runs_inside_a_running_bulk_batch() -> None:
+    model = PausingModel()
+    async with started(model) as queue:
         bulk = asyncio.create_task(queue.embed_clips([np.full(4, 7.0, np.float32)], Priority.BULK))
         await asyncio.to_thread(model.reached.wait, 5)
         text = asyncio.create_task(queue.embed_texts(["thunder"]))
         await asyncio.sleep(0.05)  # the text job is queued while the audio batch is held
         model.gate.set()
         text_vectors, bulk_vectors = await asyncio.gather(text, bulk)
-    finally:
-        model.gate.set()
-        await queue.stop()
     assert model.events == ["audio start", "text", "audio end"]
     assert text_vectors.tolist() == [[7.0, 0.0]] and bulk_vectors.tolist() == [[7.0, 1.0]]
 
 
 async def test_a_held_request_keeps_a_bulk_batch_at_its_pause_point_until_it_is_answered() -> None:
     model = PausingModel()
-    queue = JobQueue(model, max_pending=8, text_batch=4, audio_batch=4, hold_seconds=30.0)
-    queue.start()
-    try:
+    async with started(model, hold_seconds=30.0) as queue:
         with queue.hold():
             bulk = asyncio.create_task(queue.embed_clips([np.full(4, 3.0, np.float32)], Priority.BULK))
             await asyncio.to_thread(model.reached.wait, 5)
@@ -71,40 +77,28 @@ async def test_a_held_request_keeps_a_bulk_batch_at_its_pause_point_until_it_is_
             await asyncio.sleep(0.1)
             assert not bulk.done() and model.events == ["audio start", "text"]
         bulk_vectors = await asyncio.wait_for(bulk, 5)  # answered: the batch goes on
-    finally:
-        model.gate.set()
-        await queue.stop()
     assert model.events == ["audio start", "text", "audio end"]
     assert text_vectors.tolist() == [[4.0, 0.0]] and bulk_vectors.tolist() == [[3.0, 1.0]]
 
 
 async def test_a_hold_never_keeps_a_bulk_batch_longer_than_its_limit() -> None:
     model = PausingModel()
-    queue = JobQueue(model, max_pending=8, text_batch=4, audio_batch=4, hold_seconds=0.2)
-    queue.start()
-    model.gate.set()
-    try:
+    async with started(model, hold_seconds=0.2) as queue:
+        model.gate.set()
         with queue.hold():  # a request that never ends
             bulk = await asyncio.wait_for(queue.embed_clips([np.full(4, 5.0, np.float32)], Priority.BULK), 5)
-    finally:
-        await queue.stop()
     assert bulk.tolist() == [[5.0, 1.0]] and model.events == ["audio start", "audio end"]
 
 
 async def test_nothing_pre_empts_an_interactive_batch() -> None:
     model = PausingModel()
-    queue = JobQueue(model, max_pending=8, text_batch=4, audio_batch=4)
-    queue.start()
-    try:
+    async with started(model) as queue:
         query = asyncio.create_task(queue.embed_clips([np.full(4, 3.0, np.float32)], Priority.INTERACTIVE))
         await asyncio.to_thread(model.reached.wait, 5)
         text = asyncio.create_task(queue.embed_texts(["rain"]))
         await asyncio.sleep(0.05)
         model.gate.set()
         await asyncio.gather(query, text)
-    finally:
-        model.gate.set()
-        await queue.stop()
     assert model.events == ["audio start", "audio end", "text"]
 
 
