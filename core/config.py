@@ -137,7 +137,7 @@ class ModelConfig:
     text_runtime: Literal["onnx", "torch"] = "onnx"  # onnx: the text tower exported to ONNX Runtime int8 (CPU)
     quantize_text: Bool = True  # int8 text tower (CPU), kept only if it stays >= 0.999 cosine to fp32
     fused_attention: Bool = True  # one fused attention kernel per audio window block
-    fast_features: Bool = True  # log-mel features in torch, batched (same values as the numpy extractor)
+    fast_features: Bool = True  # log-mel features in torch, one clip per STFT (same values as the numpy extractor)
     threads: Limit = 0  # torch intra-op threads; 0 keeps torch's default
     text_threads: Limit = 0  # intra-op threads for text batches (CPU); 0: the same as audio
     openmp_wait: Literal["brief", "passive", "active", "default"] = "brief"  # how torch's and faiss's threads wait

@@ -207,7 +207,7 @@ PROBE_VERSION = 1  # bump when probe_clips changes, so remembered checks are red
 
 
 # Where a running audio batch may pause for urgent work: before and after attention, before either half of the
-# MLP, before each patch merge (with the pause after each clip's features, at most ~20 ms apart for 8 windows).
+# MLP, before each patch merge, and after each clip's features: 25-35 ms apart at most for 8 windows with AMX.
 PAUSE_MODULES = (
     "ClapAudioAttention",
     "ClapAudioSelfOutput",
