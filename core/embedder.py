@@ -206,9 +206,11 @@ def probe_clips(samples: int = 10 * SAMPLE_RATE) -> list[np.ndarray]:
 PROBE_VERSION = 1  # bump when probe_clips changes, so remembered checks are redone
 
 
-# Where a running audio batch may pause for urgent work: before and after attention, before either half of the
-# MLP, before each patch merge, and after each clip's features: 25-35 ms apart at most for 8 windows with AMX.
+# Where a running audio batch may pause for urgent work: after each clip's features, before the patch embedding,
+# before and after attention, before either half of the MLP, before each patch merge, and between the clips of
+# fused attention and (bf16 and int8, whose linear layers run a clip at a time) of every linear layer.
 PAUSE_MODULES = (
+    "ClapAudioPatchEmbed",
     "ClapAudioAttention",
     "ClapAudioSelfOutput",
     "ClapAudioIntermediate",
@@ -252,6 +254,7 @@ class Embedder:
         self.checkpoint: Callable[[], None] | None = None  # set by the job queue: runs urgent work mid-batch
         self._in_checkpoint = False
         self._clip_count = clip_count or ClipCount()
+        self._clip_count.between = self._pause_point
         self._audio_dtype = next(model.audio_model.parameters()).dtype
         for module in model.audio_model.modules():
             if type(module).__name__ in PAUSE_MODULES:
@@ -291,9 +294,9 @@ class Embedder:
         precision = resolve_precision(config.precision, device)
         fingerprint = weights_fingerprint(model)  # of the fp32 weights: precision is not a different model
         logit_scale = float(model.logit_scale_a.detach().float().exp().item())
-        if config.fused_attention:
-            use_fused_attention(model.audio_model)
         count = ClipCount()
+        if config.fused_attention:
+            use_fused_attention(model.audio_model, count)
         onnx = text
         if onnx is None and config.text_runtime == "onnx" and device == "cpu":
             threads = config.text_threads or torch.get_num_threads()

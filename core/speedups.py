@@ -253,30 +253,50 @@ def _window_attention(self: Any, hidden_states: Any, attention_mask: Any = None,
         table = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = table.view(tokens, tokens, -1).permute(2, 0, 1).contiguous().to(query.dtype)
         self._shira_bias = bias
-    mask = bias.unsqueeze(0).expand(batch, -1, -1, -1)
+    # One call per clip (windows are batch-major by clip), with the pause point between: the first stage's
+    # attention over 8 clips is one 20-30 ms kernel otherwise. Windows are independent, so the values are the same.
+    count: ClipCount | None = getattr(self, "_shira_clips", None)
+    clips = count.clips if count is not None and count.clips > 1 and batch % count.clips == 0 else 1
+    step = batch // clips
+    mask = bias.unsqueeze(0).expand(step, -1, -1, -1)
     if attention_mask is not None:  # shifted windows: (windows per clip, n, n), clips batch-major
         shifted = bias.unsqueeze(0) + attention_mask.to(query.dtype).unsqueeze(1)
-        mask = shifted.repeat(batch // attention_mask.shape[0], 1, 1, 1)
-    context = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        mask = shifted.repeat(step // attention_mask.shape[0], 1, 1, 1)
+    parts = []
+    for i in range(clips):
+        if i and count is not None:
+            count.next_clip()
+        part = slice(i * step, (i + 1) * step)
+        parts.append(torch.nn.functional.scaled_dot_product_attention(query[part], key[part], value[part], mask))
+    context = parts[0] if clips == 1 else torch.cat(parts)
     context = context.transpose(1, 2).reshape(batch, tokens, heads * size)
     return (context, None) if output_attentions else (context,)
 
 
-def use_fused_attention(audio_model: Any) -> int:
-    """Swap the audio tower's windowed attention for the fused kernel; returns how many modules changed."""
+def use_fused_attention(audio_model: Any, count: ClipCount | None = None) -> int:
+    """Swap the audio tower's windowed attention for the fused kernel, run a clip at a time when count says how
+    many clips a batch holds; returns how many modules changed."""
     changed = 0
     for module in audio_model.modules():
         if type(module).__name__ == "ClapAudioSelfAttention":
+            module._shira_clips = count
             module.forward = types.MethodType(_window_attention, module)
             changed += 1
     return changed
 
 
 class ClipCount:
-    """How many clips the audio batch being run holds (read by the per-clip linear layers)."""
+    """How many clips the audio batch being run holds (read by the per-clip layers), and what those layers call
+    between one clip and the next: the model's pause point, so urgent work waits for one clip's layer, not eight."""
 
     def __init__(self) -> None:
         self.clips = 1
+        self.between: Callable[[], None] | None = None
+
+    def next_clip(self) -> None:
+        """Between two clips of one layer: the pause point, if one is set."""
+        if self.between is not None:
+            self.between()
 
 
 def use_per_clip_linears(modules: list[Any], count: ClipCount) -> int:
@@ -295,6 +315,8 @@ def use_per_clip_linears(modules: list[Any], count: ClipCount) -> int:
         out = rows.new_empty((n, rows.shape[1], layer.out_features))
         weight = layer.weight.t()
         for i in range(n):
+            if i:
+                count.next_clip()
             if layer.bias is None:
                 torch.mm(rows[i], weight, out=out[i])
             else:
@@ -305,7 +327,7 @@ def use_per_clip_linears(modules: list[Any], count: ClipCount) -> int:
 
 
 def use_per_clip_modules(modules: list[Any], kind: type[Any], count: ClipCount) -> int:
-    """Run every module of this kind (e.g. int8 dynamic linears) once per clip of the batch.
+    """Run every module of this kind (e.g. int8 dynamic linears) once per clip of the batch, pausing between.
 
     Dynamic int8 layers scale each call's activations by its own range, so a batch would quantise a clip by its
     neighbours' loudest values; one call per clip keeps a file's vector what it is alone.
@@ -316,8 +338,12 @@ def use_per_clip_modules(modules: list[Any], kind: type[Any], count: ClipCount) 
         n = count.clips
         if n == 1 or hidden.shape[0] % n:
             return plain(hidden)
-        parts = hidden.reshape(n, -1, hidden.shape[-1])  # the audio tower keeps clips batch-major
-        return torch.cat([plain(part) for part in parts]).reshape(*hidden.shape[:-1], -1)
+        outs = []
+        for i, part in enumerate(hidden.reshape(n, -1, hidden.shape[-1])):  # the audio tower keeps clips batch-major
+            if i:
+                count.next_clip()
+            outs.append(plain(part))
+        return torch.cat(outs).reshape(*hidden.shape[:-1], -1)
 
     return _rebind(modules, kind, lambda module: functools.partial(forward, module.forward))
 

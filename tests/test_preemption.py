@@ -202,3 +202,22 @@ async def test_a_query_runs_between_the_texts_of_a_long_bulk_text_batch(tiny_mod
     )
     assert order == ["urgent", "bulk"]
     assert np.array_equal(query_vectors, expected_query) and np.array_equal(bulk_vectors, expected_bulk)
+
+def test_fused_attention_pauses_between_the_clips_of_a_batch_with_values_unchanged(tiny_model_dir: Path) -> None:
+    embedder = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", batch_size=4))
+    clips = [tone(2.0), noise(1.0), chirp(3.0)]
+    alone = np.concatenate([embedder.embed_windows([clip]) for clip in clips])
+    attention = [m for m in embedder.model.audio_model.modules() if type(m).__name__ == "ClapAudioSelfAttention"]
+    inside: list[int] = []  # for each pause, how many attention calls had begun
+    started = [0]
+    handles = [m.register_forward_pre_hook(lambda *_: started.__setitem__(0, started[0] + 1)) for m in attention]
+    ended = [0]
+    handles += [m.register_forward_hook(lambda *_: ended.__setitem__(0, ended[0] + 1)) for m in attention]
+    embedder.checkpoint = lambda: inside.append(started[0] - ended[0])
+    try:
+        batched = embedder.embed_windows(clips)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert sum(inside) == 2 * len(attention)  # inside each attention call: a pause between clips 1-2 and 2-3
+    assert np.allclose(batched, alone, atol=1e-6)
