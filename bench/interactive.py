@@ -167,6 +167,8 @@ async def interactive(
     async with Engine.open(config) as engine:
         assert engine.encoder.labeler is not None and engine.encoder.queue is not None
         await engine.encoder.labeler.warm()
+        if engine.encoder.text_first is not None:  # texts are served while torch loads: "warm" is after that
+            await asyncio.to_thread(engine.encoder.text_first.settle, 300)
         await text_queries(engine, [next(texts) for _ in range(5)], 0.0)  # warm the model, index and database
         log.info("text queries, idle")
         idle = await text_queries(engine, [next(texts) for _ in range(n_text)], 0.05)

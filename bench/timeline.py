@@ -396,8 +396,9 @@ def section(r: dict[str, Any]) -> str:
         "of it a timeline causes on a quiet machine is still to be measured."
         if busy
         else f"Over the target on a quiet machine (others kept {r['other_cores']:.1f} of the 2 cores busy). A loaded "
-        "query waits for the running batch's next pause point (at most ~25-35 ms apart for 8 windows with AMX: after "
-        "each clip's features, around every attention, before each MLP half and patch merge) and then shares the 2 "
+        "query waits for the running batch's next pause point (at most ~13-16 ms apart for 8 windows on AVX512-BF16: "
+        "after each clip's features, around every attention and between its clips, before each MLP half and patch "
+        "merge, between the clips of each linear layer) and then shares the 2 "
         "cores with the timeline's decoder and the other half of the batch's threads; the idle p95 it is divided by "
         f"is a {idle.p95:.0f} ms query."
     )
