@@ -203,6 +203,7 @@ async def test_a_query_runs_between_the_texts_of_a_long_bulk_text_batch(tiny_mod
     assert order == ["urgent", "bulk"]
     assert np.array_equal(query_vectors, expected_query) and np.array_equal(bulk_vectors, expected_bulk)
 
+
 def test_fused_attention_pauses_between_the_clips_of_a_batch_with_values_unchanged(tiny_model_dir: Path) -> None:
     embedder = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", batch_size=4))
     clips = [tone(2.0), noise(1.0), chirp(3.0)]
