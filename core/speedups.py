@@ -255,17 +255,15 @@ def _window_attention(self: Any, hidden_states: Any, attention_mask: Any = None,
         self._shira_bias = bias
     # One call per clip (windows are batch-major by clip), with the pause point between: the first stage's
     # attention over 8 clips is one 20-30 ms kernel otherwise. Windows are independent, so the values are the same.
-    count: ClipCount | None = getattr(self, "_shira_clips", None)
-    clips = count.clips if count is not None and count.clips > 1 and batch % count.clips == 0 else 1
+    count: ClipCount = self._shira_clips
+    clips = count.clips if count.clips > 1 and batch % count.clips == 0 else 1
     step = batch // clips
     mask = bias.unsqueeze(0).expand(step, -1, -1, -1)
     if attention_mask is not None:  # shifted windows: (windows per clip, n, n), clips batch-major
         shifted = bias.unsqueeze(0) + attention_mask.to(query.dtype).unsqueeze(1)
         mask = shifted.repeat(step // attention_mask.shape[0], 1, 1, 1)
     parts = []
-    for i in range(clips):
-        if i and count is not None:
-            count.next_clip()
+    for i in count.indices(clips):
         part = slice(i * step, (i + 1) * step)
         parts.append(torch.nn.functional.scaled_dot_product_attention(query[part], key[part], value[part], mask))
     context = parts[0] if clips == 1 else torch.cat(parts)
@@ -273,9 +271,9 @@ def _window_attention(self: Any, hidden_states: Any, attention_mask: Any = None,
     return (context, None) if output_attentions else (context,)
 
 
-def use_fused_attention(audio_model: Any, count: ClipCount | None = None) -> int:
-    """Swap the audio tower's windowed attention for the fused kernel, run a clip at a time when count says how
-    many clips a batch holds; returns how many modules changed."""
+def use_fused_attention(audio_model: Any, count: ClipCount) -> int:
+    """Swap the audio tower's windowed attention for the fused kernel, run a clip at a time of the count.clips a
+    batch holds; returns how many modules changed."""
     changed = 0
     for module in audio_model.modules():
         if type(module).__name__ == "ClapAudioSelfAttention":
@@ -293,10 +291,12 @@ class ClipCount:
         self.clips = 1
         self.between: Callable[[], None] | None = None
 
-    def next_clip(self) -> None:
-        """Between two clips of one layer: the pause point, if one is set."""
-        if self.between is not None:
-            self.between()
+    def indices(self, n: int) -> Iterator[int]:
+        """0 .. n-1, one clip at a time, with the pause point (if set) between two clips."""
+        for i in range(n):
+            if i and self.between is not None:
+                self.between()
+            yield i
 
 
 def use_per_clip_linears(modules: list[Any], count: ClipCount) -> int:
@@ -314,9 +314,7 @@ def use_per_clip_linears(modules: list[Any], count: ClipCount) -> int:
         rows = hidden.reshape(n, -1, hidden.shape[-1])  # the audio tower keeps clips batch-major
         out = rows.new_empty((n, rows.shape[1], layer.out_features))
         weight = layer.weight.t()
-        for i in range(n):
-            if i:
-                count.next_clip()
+        for i in count.indices(n):
             if layer.bias is None:
                 torch.mm(rows[i], weight, out=out[i])
             else:
@@ -338,12 +336,8 @@ def use_per_clip_modules(modules: list[Any], kind: type[Any], count: ClipCount) 
         n = count.clips
         if n == 1 or hidden.shape[0] % n:
             return plain(hidden)
-        outs = []
-        for i, part in enumerate(hidden.reshape(n, -1, hidden.shape[-1])):  # the audio tower keeps clips batch-major
-            if i:
-                count.next_clip()
-            outs.append(plain(part))
-        return torch.cat(outs).reshape(*hidden.shape[:-1], -1)
+        parts = hidden.reshape(n, -1, hidden.shape[-1])  # the audio tower keeps clips batch-major
+        return torch.cat([plain(parts[i]) for i in count.indices(n)]).reshape(*hidden.shape[:-1], -1)
 
     return _rebind(modules, kind, lambda module: functools.partial(forward, module.forward))
 

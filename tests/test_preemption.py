@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -208,17 +208,54 @@ def test_fused_attention_pauses_between_the_clips_of_a_batch_with_values_unchang
     embedder = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", batch_size=4))
     clips = [tone(2.0), noise(1.0), chirp(3.0)]
     alone = np.concatenate([embedder.embed_windows([clip]) for clip in clips])
-    attention = [m for m in embedder.model.audio_model.modules() if type(m).__name__ == "ClapAudioSelfAttention"]
-    inside: list[int] = []  # for each pause, how many attention calls had begun
-    started = [0]
-    handles = [m.register_forward_pre_hook(lambda *_: started.__setitem__(0, started[0] + 1)) for m in attention]
-    ended = [0]
-    handles += [m.register_forward_hook(lambda *_: ended.__setitem__(0, ended[0] + 1)) for m in attention]
-    embedder.checkpoint = lambda: inside.append(started[0] - ended[0])
-    try:
+    events: list[str] = []
+    with attention_events(embedder, events):
+        embedder.checkpoint = lambda: events.append("pause")
         batched = embedder.embed_windows(clips)
+    attention_calls = events.count("attention")
+    assert attention_calls > 0 and pauses_inside_attention(events) == 2 * attention_calls  # between clips 1-2, 2-3
+    assert np.allclose(batched, alone, atol=1e-6)
+
+
+def test_a_voice_note_embedded_inside_a_bulk_batchs_attention_leaves_both_vectors_as_alone(
+    tiny_model_dir: Path,
+) -> None:
+    embedder = Embedder.load(ModelConfig(id=str(tiny_model_dir), precision="fp32", batch_size=4))
+    clips, note = [tone(2.0), noise(1.0), chirp(3.0)], tone(1.5, 880.0)
+    alone = np.concatenate([embedder.embed_windows([clip]) for clip in clips])
+    note_alone = embedder.embed_windows([note])
+    events: list[str] = []
+    nested: list[np.ndarray] = []
+
+    def urgent() -> None:  # the first pause inside an attention call runs a one-clip batch there
+        events.append("pause")
+        if not nested and pauses_inside_attention(events):
+            nested.append(embedder.embed_windows([note]))
+
+    with attention_events(embedder, events):
+        embedder.checkpoint = urgent
+        batched = embedder.embed_windows(clips)
+    assert len(nested) == 1 and np.allclose(nested[0], note_alone, atol=1e-6)
+    assert np.allclose(batched, alone, atol=1e-6)  # the outer batch went on with its own clip count
+
+
+@contextmanager
+def attention_events(embedder: Embedder, events: list[str]) -> Iterator[None]:
+    """Log "attention" and "end" around every call of the audio tower's self-attention into events."""
+    modules = [m for m in embedder.model.audio_model.modules() if type(m).__name__ == "ClapAudioSelfAttention"]
+    handles = [m.register_forward_pre_hook(lambda *_: events.append("attention")) for m in modules]
+    handles += [m.register_forward_hook(lambda *_: events.append("end")) for m in modules]
+    try:
+        yield
     finally:
         for handle in handles:
             handle.remove()
-    assert sum(inside) == 2 * len(attention)  # inside each attention call: a pause between clips 1-2 and 2-3
-    assert np.allclose(batched, alone, atol=1e-6)
+
+
+def pauses_inside_attention(events: list[str]) -> int:
+    """How many "pause" events came while an attention call was running."""
+    depth = inside = 0
+    for event in events:
+        depth += (event == "attention") - (event == "end")
+        inside += event == "pause" and depth > 0
+    return inside
