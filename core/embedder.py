@@ -35,6 +35,7 @@ from core.speedups import (
     use_fused_attention,
     use_openmp_wait,
     use_per_clip_linears,
+    use_per_clip_mlp,
     use_per_clip_modules,
     vector_isa,
 )
@@ -297,6 +298,8 @@ class Embedder:
         count = ClipCount()
         if config.fused_attention:
             use_fused_attention(model.audio_model, count)
+        if precision != "fp32":  # bf16 and int8 run their linears per clip: so does the MLP between them
+            use_per_clip_mlp(model.audio_model, count)
         onnx = text
         if onnx is None and config.text_runtime == "onnx" and device == "cpu":
             threads = config.text_threads or torch.get_num_threads()

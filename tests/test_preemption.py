@@ -217,6 +217,33 @@ def test_fused_attention_pauses_between_the_clips_of_a_batch_with_values_unchang
     assert np.allclose(batched, alone, atol=1e-6)
 
 
+def test_int8_mlp_runs_a_clip_at_a_time_pausing_between_with_vectors_as_alone(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    embedder = Embedder.load(ModelConfig(id=str(trained_model_dir), precision="int8", batch_size=4), tmp_path)
+    assert embedder.precision == "int8"
+    clips = [tone(2.0), noise(1.0), chirp(2.0)]
+    alone = np.concatenate([embedder.embed_windows([clip]) for clip in clips])
+    events: list[str] = []
+    blocks = [m for m in embedder.model.audio_model.modules() if type(m).__name__ == "ClapAudioLayer"]
+    handles = [b.intermediate.register_forward_pre_hook(lambda *_: events.append("mlp")) for b in blocks]
+    handles += [b.intermediate.register_forward_hook(lambda *_: events.append("end")) for b in blocks]
+    for dense in [d for b in blocks for d in (b.intermediate.dense, b.output.dense)]:
+        handles.append(dense.register_forward_pre_hook(lambda *_: events.append("dense")))
+    embedder.checkpoint = lambda: events.append("pause")
+    try:
+        batched = embedder.embed_windows(clips)
+    finally:
+        for handle in handles:
+            handle.remove()
+    calls = " ".join(events).split("mlp ")[1:]
+    # Each block's MLP: both dense layers for one clip, a pause, the next clip; the output adds nothing after.
+    assert len(calls) == len(blocks) > 0
+    assert all(call.startswith("dense dense pause dense dense pause dense dense end") for call in calls)
+    assert "dense" not in " ".join(call.split(" end")[1] for call in calls)
+    assert np.allclose(batched, alone, atol=1e-6)
+
+
 def test_a_voice_note_embedded_inside_a_bulk_batchs_attention_leaves_both_vectors_as_alone(
     tiny_model_dir: Path,
 ) -> None:
