@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.audio import SAMPLE_RATE
+from core.audio import SAMPLE_RATE, decode_excerpt
+from core.errors import UserError
 from core.index import IndexSet
 from core.messages import ExactMatch, Hit
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from core.config import SearchConfig
     from core.encoder import Encoder
+    from core.fingerprint import Match
     from core.library import Library
     from core.store import Store
 
@@ -124,20 +129,45 @@ class Searcher:
         return vector, lexical
 
     async def exact(self, spaces: tuple[str, ...], samples: np.ndarray, rate: int = SAMPLE_RATE) -> ExactMatch | None:
-        """The library sample this recording is, by landmark fingerprints, or None ("no exact match")."""
-        from core.fingerprint import decide, query_fingerprint
+        """The library sample this recording is, by landmark fingerprints (and, where they leave it open, the
+        sample's own audio), or None ("no exact match")."""
+        from core.fingerprint import decide, query_fingerprint, to_verify
 
         for space in spaces:
             await self.library.ensure_prints(space)
+        samples = samples[: int(EXACT_QUERY_SECONDS * rate)]
         async with self._matching:
-            query = await asyncio.to_thread(query_fingerprint, samples[: int(EXACT_QUERY_SECONDS * rate)], rate)
-            found = decide(await asyncio.to_thread(self.library.prints.match, spaces, query))
+            query = await asyncio.to_thread(query_fingerprint, samples, rate)
+            matches = await asyncio.to_thread(self.library.prints.match, spaces, query)
+        found = decide(matches, await self._correlations(to_verify(matches), samples, rate))
         if found is None:
             return None
         row = await self.store.get_sample(found.sample_id)
         if row is None or row.space not in spaces:
             return None
         return ExactMatch(found.sample_id, row.name, found.offset, found.confidence)
+
+    async def _correlations(self, candidates: list[Match], samples: np.ndarray, rate: int) -> dict[int, float]:
+        """Each candidate's spectral correlation with the query at its offset, read from its original file."""
+        found = await asyncio.gather(*(self._correlation(m, samples, rate) for m in candidates))
+        return {m.sample_id: r for m, r in zip(candidates, found, strict=True) if r is not None}
+
+    async def _correlation(self, match: Match, samples: np.ndarray, rate: int) -> float | None:
+        """spectral_correlation() with the matched sample's original, or None when it can't be read."""
+        from core.fingerprint import RATE, VERIFY_SECONDS, spectral_correlation
+
+        row = await self.store.get_sample(match.sample_id)
+        if row is None:
+            return None
+        start = max(0.0, match.offset - VERIFY_SECONDS)
+        seconds = match.offset - start + len(samples) / rate + VERIFY_SECONDS
+        path = self.library.files.path(row.sha256, row.ext)
+        try:
+            heard = await asyncio.to_thread(decode_excerpt, path, start, seconds, self.library.preview_limits, RATE)
+        except UserError as exc:  # a missing or unreadable original: the landmarks alone decide
+            log.warning("could not read #%d (%s) to verify a match: %s", row.id, row.name, exc)
+            return None
+        return await asyncio.to_thread(spectral_correlation, samples, rate, heard.samples, match.offset - start)
 
     async def near_duplicates(self, space: str, vector: np.ndarray, platform: str) -> list[Hit]:
         """Stored sounds whose vectors are nearly the same as this one."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.audio import MB, SAMPLE_RATE, Limits, check_declared, decode, export_preview
+from core.audio import MB, SAMPLE_RATE, Limits, check_declared, decode, decode_excerpt, export_preview
 from core.errors import BadAudio, TooCostly, TooLarge, TooLong
 from tests.support.sounds import chirp, encode, ffmpeg_exe, tone
 
@@ -27,6 +27,21 @@ def test_decodes_every_format_to_48k_mono(tmp_path: Path, fmt: str) -> None:
     spectrum = np.abs(np.fft.rfft(audio.samples[: SAMPLE_RATE // 2]))
     peak_hz = np.argmax(spectrum) * SAMPLE_RATE / (SAMPLE_RATE // 2)
     assert abs(peak_hz - 440) < 10
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "ogg", "mp3"])
+def test_an_excerpt_of_a_stored_file_is_the_same_samples_as_decoding_it_whole(tmp_path: Path, fmt: str) -> None:
+    path = encode(chirp(4.0, 100, 3000), tmp_path / f"c.{fmt}")
+    whole = decode(path.read_bytes(), LIMITS, 8000).samples
+    part = decode_excerpt(path, 1.25, 0.5, LIMITS, 8000).samples
+    assert len(part) == 4000
+    at = 10000  # 1.25 s at 8 kHz
+    lags = [float(np.dot(part, whole[at + lag : at + lag + 4000])) for lag in range(-16, 17)]
+    assert int(np.argmax(lags)) - 16 == 0  # seeking lands on the sample
+    assert np.max(np.abs(part - whole[at : at + 4000])[64:]) < 0.05  # past the resampler's start-up
+    assert len(decode_excerpt(path, 3.8, 5.0, LIMITS, 8000).samples) == pytest.approx(1600, abs=200)  # to the end
+    with pytest.raises(BadAudio, match="Can't read"):
+        decode_excerpt(tmp_path / "gone.wav", 0.0, 1.0, LIMITS)
 
 
 def test_decoding_is_deterministic(tmp_path: Path) -> None:

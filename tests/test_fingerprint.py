@@ -316,3 +316,34 @@ def test_a_near_copy_is_told_from_its_source_and_one_not_indexed_is_not_named(li
     for factor in (1.02, 0.94):  # re-pitched copies that are not in the library
         assert identify(index, with_noise(repitched(hits[6], factor), 20.0)) is None
         assert identify(index, with_noise(repitched(sounds[14][SR : 3 * SR], factor), 20.0)) is None
+
+
+def test_spectral_correlation_is_high_only_for_the_same_recording_at_its_offset(library) -> None:
+    _, sounds = library
+    heard = {i: fpr._resample(x, SR) for i, x in sounds.items()}
+    start = 1.5
+    query = with_noise(sounds[13][int(start * SR) : int((start + 2) * SR)], 5.0)
+    same = fpr.spectral_correlation(query, SR, heard[13], start)
+    assert same >= fpr.CORRELATION
+    assert fpr.spectral_correlation(query, SR, heard[13], start + fpr.FRAME_SECONDS / 3) >= fpr.CORRELATION  # shifts
+    assert fpr.spectral_correlation(query, SR, heard[13], start + 1.0) < 0.5  # elsewhere in the same sound
+    assert max(fpr.spectral_correlation(query, SR, heard[i], start) for i in sounds if i != 13) < 0.5
+    assert fpr.spectral_correlation(fpr._resample(query, SR), fpr.RATE, heard[13], start) == pytest.approx(same)
+    assert fpr.spectral_correlation(query[:100], SR, heard[13], start) == -1.0  # too short to compare
+    assert fpr.spectral_correlation(query, SR, heard[13], 60.0) == -1.0  # no overlap
+
+
+def test_a_match_the_landmarks_leave_open_is_named_when_its_own_audio_confirms_it() -> None:
+    open_ = [fpr.Match(1, 0.5, 6, 30.0, 0.3), fpr.Match(2, 1.0, 4, 20.0, 0.0), fpr.Match(3, 0.0, 2, 5.0, 0.0)]
+    assert fpr.decide(open_) is None and [m.sample_id for m in fpr.to_verify(open_)] == [1, 2]
+    found = fpr.decide(open_, {1: 0.9, 2: 0.1})
+    assert found is not None and found.sample_id == 1 and found.offset == 0.5
+    assert fpr.THRESHOLD < found.confidence < 1.0
+    assert fpr.decide(open_, {1: 1.0})  # the runner-up could not be read: the best alone decides
+    assert fpr.decide(open_, {1: fpr.CORRELATION - 0.01, 2: 0.1}) is None
+    assert fpr.decide(open_, {1: 0.9, 2: 0.95}) is None  # two takes of one sound: the runner-up is closer
+    assert fpr.decide(open_, {2: 0.99}) is None  # only the best match can be named
+    chance = [fpr.Match(1, 0.5, fpr.VERIFY_VOTES - 1, 12.0, 0.1)]
+    assert fpr.to_verify(chance) == [] and fpr.decide(chance, {1: 1.0}) is None  # too few votes to be checked
+    settled = [fpr.Match(1, 0.5, 40, 120.0, 0.8), fpr.Match(2, 1.0, 4, 20.0, 0.0)]
+    assert fpr.to_verify(settled) == [] and fpr.decide(settled, {1: 0.0}) == settled[0]

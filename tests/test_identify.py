@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.audio import decode
 from core.config import Config
 from core.engine import Engine
 from core.files import local_ref
-from core.fingerprint import FRAME_SECONDS, HEADER
+from core.fingerprint import FRAME_SECONDS, HEADER, THRESHOLD, decide, query_fingerprint
 from core.messages import Command, ReplyKind, Request
 from tests.library_checks import store_problems
 from tests.support.sounds import SR, encode
@@ -74,6 +75,26 @@ async def test_an_excerpt_is_identified_with_its_offset(library: tuple, tmp_path
     reply = await engine.handle(identify(encode(noisy, tmp_path / "noisy.wav")))
     assert reply.exact is not None and reply.exact.sample_id == ids["song2"], reply.text
     assert abs(reply.exact.offset - 1.0) < 0.05
+
+
+async def test_a_match_the_landmarks_leave_open_is_confirmed_by_the_samples_own_audio(
+    library: tuple, tmp_path: Path
+) -> None:  # type: ignore[type-arg]
+    engine, ids, signals = library
+    faint = with_noise(signals["song1"][int(2.0 * SR) : int(3.5 * SR)], snr_db=0, seed=1002)
+    path = encode(faint, tmp_path / "faint.wav")
+    heard = decode(path.read_bytes(), engine.encoder.add_limits)
+    matches = engine.library.prints.match(("s",), query_fingerprint(heard.samples))
+    assert matches and matches[0].sample_id == ids["song1"] and decide(matches) is None  # landmarks alone: open
+    reply = await engine.handle(identify(path))
+    assert reply.exact is not None and reply.exact.sample_id == ids["song1"], reply.text  # its audio settles it
+    assert abs(reply.exact.offset - 2.0) <= FRAME_SECONDS + 1e-6 and reply.exact.confidence >= THRESHOLD
+
+    row = await engine.store.get_sample(ids["song1"])
+    engine.library.files.path(row.sha256, row.ext).unlink()  # the original is gone: the landmarks alone decide
+    reply = await engine.handle(identify(path))
+    assert reply.kind is ReplyKind.IDENTIFY and reply.exact is None, reply.text
+    assert reply.hits  # and the rest of the answer is still there
 
 
 async def test_a_sound_not_in_the_library_has_no_exact_match(library: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
