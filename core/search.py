@@ -128,9 +128,11 @@ class Searcher:
         )
         return vector, lexical
 
-    async def exact(self, spaces: tuple[str, ...], samples: np.ndarray, rate: int = SAMPLE_RATE) -> ExactMatch | None:
-        """The library sample this recording is, by landmark fingerprints (and, where they leave it open, the
-        sample's own audio), or None ("no exact match")."""
+    async def exact(
+        self, spaces: tuple[str, ...], samples: np.ndarray, rate: int = SAMPLE_RATE, check_audio: bool = True
+    ) -> ExactMatch | None:
+        """The library sample this recording is, by landmark fingerprints (and, where they leave it open and
+        check_audio is set, the sample's own audio), or None ("no exact match")."""
         from core.fingerprint import decide, query_fingerprint, to_verify
 
         for space in spaces:
@@ -139,7 +141,7 @@ class Searcher:
         async with self._matching:
             query = await asyncio.to_thread(query_fingerprint, samples, rate)
             matches = await asyncio.to_thread(self.library.prints.match, spaces, query)
-        found = decide(matches, await self._correlations(to_verify(matches), samples, rate))
+        found = decide(matches, await self._correlations(to_verify(matches), samples, rate) if check_audio else None)
         if found is None:
             return None
         row = await self.store.get_sample(found.sample_id)

@@ -18,6 +18,7 @@ from core.config import Config
 from core.engine import Engine
 from core.files import local_ref
 from core.fingerprint import FRAME_SECONDS, HEADER, THRESHOLD, decide, query_fingerprint
+from core.jobs import Priority
 from core.messages import Command, ReplyKind, Request
 from tests.library_checks import store_problems
 from tests.support.sounds import SR, encode
@@ -95,6 +96,19 @@ async def test_a_match_the_landmarks_leave_open_is_confirmed_by_the_samples_own_
     reply = await engine.handle(identify(path))
     assert reply.kind is ReplyKind.IDENTIFY and reply.exact is None, reply.text
     assert reply.hits  # and the rest of the answer is still there
+
+
+async def test_a_bulk_import_leaves_open_matches_to_the_landmarks(library: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    engine, ids, signals = library
+    added = {}
+    for priority, seed in ((Priority.ADD, 1002), (Priority.BULK, 1003)):
+        faint = with_noise(signals["song1"][int(2.0 * SR) : int(3.5 * SR)], snr_db=0, seed=seed)
+        heard = decode(encode(faint, tmp_path / "f.wav").read_bytes(), engine.encoder.add_limits)
+        assert decide(engine.library.prints.match(("s",), query_fingerprint(heard.samples))) is None  # open
+        data = (tmp_path / "f.wav").read_bytes()
+        added[priority] = await engine.ingest.add("s", data, f"faint{seed}.wav", priority=priority)
+    assert added[Priority.ADD].same_as is not None and added[Priority.ADD].same_as.sample_id == ids["song1"]
+    assert added[Priority.BULK].same_as is None and not added[Priority.BULK].duplicate  # added all the same
 
 
 async def test_a_sound_not_in_the_library_has_no_exact_match(library: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
