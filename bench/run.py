@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench import corpus, machine, report
+from bench import corpus, flops, machine, report
 from bench.model import resolve
 from bench.sections import keep_sections
 from core.config import ModelConfig
@@ -116,12 +116,13 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="shira-bench-", dir=OUT))
     try:
-        from bench.variants import measure
+        from bench.variants import clips_from, measure
 
         # On a thread that ends with it: a thread that ran torch keeps an OpenMP team that would slow the engine's
         # (libgomp cuts every spin-wait short while it manages more threads than cores).
         with ThreadPoolExecutor(1) as pool:
             variants = pool.submit(measure, model, files, 4 if args.quick else 8, 10 if args.quick else 30).result()
+            bound = pool.submit(flops.measure, model, clips_from(files, 1)[0]).result()
         results = asyncio.run(interactive_and_bulk(args, model, files, work))
         startup = run_startup(model, work / "library")
         sizes = (10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000)
@@ -144,6 +145,7 @@ def main() -> None:
         other_cores=other_cores,
         files=len(files),
         variants=variants,
+        bound=bound,
         bulk=results["bulk"],
         interactive=results["interactive"],
         startup=startup,
