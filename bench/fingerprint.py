@@ -263,11 +263,11 @@ def query(indexed: Indexed, samples: np.ndarray) -> Result:
     began, began_cpu = time.perf_counter(), time.thread_time()
     fp = fpr.query_fingerprint(samples)
     matches = indexed.index.match(fp)
-    correlations = {
-        m.sample_id: fpr.spectral_correlation(samples, SR, indexed.heard[m.sample_id].astype(np.float32), m.offset)
+    likeness = {
+        m.sample_id: fpr.likeness(samples, SR, indexed.heard[m.sample_id].astype(np.float32), m.offset)
         for m in fpr.to_verify(matches)
     }
-    decided = fpr.decide(matches, correlations)
+    decided = fpr.decide(matches, likeness)
     return matches, decided, len(fp.hashes), time.perf_counter() - began, time.thread_time() - began_cpu
 
 
@@ -562,8 +562,9 @@ def shortfalls(rows: dict[str, Summary], pos: list[Outcome], sounds: list[Sound]
         }
         notes.append(
             f"{name}: the best match was right for {_pct(r.top)}; the decision (a score of {fpr.SCORE:g}, votes "
-            f"and verified peaks over the runner-up's, or a spectral correlation of {fpr.CORRELATION:g} with the "
-            f"sample's audio; for false positives <= 1% with 10k samples) names {_pct(r.correct)}. "
+            f"and verified peaks over the runner-up's, or a spectral correlation of {fpr.CORRELATION:g} or a "
+            f"waveform correlation of {fpr.WAVE_CORRELATION:g} with the sample's audio; for false positives <= 1% "
+            f"with 10k samples) names {_pct(r.correct)}. "
             f"Of the {len(wrong)} wrong best matches, "
             f"{same} were another file of the same folder (velocity layers or articulations of one instrument)."
             f" By package: hydrogen-drumkits {_pct(float(rate['hydrogen-drumkits']))}, "
@@ -673,7 +674,8 @@ def report(f: Facts, pos: list[Outcome], neg: list[Outcome], big: list[Outcome],
         f"{fpr.VERIFIED_WEIGHT:g} x (verified peaks - {fpr.CHANCE_WEIGHT:g} x chance); named when evidence - "
         f"{fpr.RIVAL_WEIGHT:g} x the runner-up's >= {fpr.SCORE:g} and its votes lead by {fpr.VOTE_LEAD}; "
         "otherwise named when the query's magnitude spectrogram correlates with the best sample's own audio at "
-        f"its offset by >= {fpr.CORRELATION:g} and no less than the runner-up's (see core/fingerprint.py). "
+        f"its offset by >= {fpr.CORRELATION:g} and no less than the runner-up's, or its waveform by >= "
+        f"{fpr.WAVE_CORRELATION:g} and {fpr.WAVE_LEAD:g} more than the runner-up's (see core/fingerprint.py). "
         "Here the samples' audio is in memory; the bot reads it from the stored original, one short decode per "
         "candidate checked.",
     ]

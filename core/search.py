@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from core.config import SearchConfig
     from core.encoder import Encoder
-    from core.fingerprint import Match
+    from core.fingerprint import Likeness, Match
     from core.library import Library
     from core.store import Store
 
@@ -141,7 +141,7 @@ class Searcher:
         async with self._matching:
             query = await asyncio.to_thread(query_fingerprint, samples, rate)
             matches = await asyncio.to_thread(self.library.prints.match, spaces, query)
-        found = decide(matches, await self._correlations(to_verify(matches), samples, rate) if check_audio else None)
+        found = decide(matches, await self._likeness(to_verify(matches), samples, rate) if check_audio else None)
         if found is None:
             return None
         row = await self.store.get_sample(found.sample_id)
@@ -149,14 +149,14 @@ class Searcher:
             return None
         return ExactMatch(found.sample_id, row.name, found.offset, found.confidence)
 
-    async def _correlations(self, candidates: list[Match], samples: np.ndarray, rate: int) -> dict[int, float]:
-        """Each candidate's spectral correlation with the query at its offset, read from its original file."""
-        found = await asyncio.gather(*(self._correlation(m, samples, rate) for m in candidates))
+    async def _likeness(self, candidates: list[Match], samples: np.ndarray, rate: int) -> dict[int, Likeness]:
+        """How alike each candidate's original file is to the query at its offset."""
+        found = await asyncio.gather(*(self._likeness_of(m, samples, rate) for m in candidates))
         return {m.sample_id: r for m, r in zip(candidates, found, strict=True) if r is not None}
 
-    async def _correlation(self, match: Match, samples: np.ndarray, rate: int) -> float | None:
-        """spectral_correlation() with the matched sample's original, or None when it can't be read."""
-        from core.fingerprint import RATE, VERIFY_SECONDS, spectral_correlation
+    async def _likeness_of(self, match: Match, samples: np.ndarray, rate: int) -> Likeness | None:
+        """likeness() with the matched sample's original, or None when it can't be read."""
+        from core.fingerprint import RATE, VERIFY_SECONDS, likeness
 
         row = await self.store.get_sample(match.sample_id)
         if row is None:
@@ -169,7 +169,7 @@ class Searcher:
         except UserError as exc:  # a missing or unreadable original: the landmarks alone decide
             log.warning("could not read #%d (%s) to verify a match: %s", row.id, row.name, exc)
             return None
-        return await asyncio.to_thread(spectral_correlation, samples, rate, heard.samples, match.offset - start)
+        return await asyncio.to_thread(likeness, samples, rate, heard.samples, match.offset - start)
 
     async def near_duplicates(self, space: str, vector: np.ndarray, platform: str) -> list[Hit]:
         """Stored sounds whose vectors are nearly the same as this one."""

@@ -333,17 +333,44 @@ def test_spectral_correlation_is_high_only_for_the_same_recording_at_its_offset(
     assert fpr.spectral_correlation(query, SR, heard[13], 60.0) == -1.0  # no overlap
 
 
+def test_waveform_correlation_is_high_only_for_the_same_recording_at_its_offset(library) -> None:
+    _, sounds = library
+    heard = {i: fpr._resample(x, SR) for i, x in sounds.items()}
+    start, rate, slack = 1.5, fpr.RATE, fpr.WAVE_SLACK
+    noisy = with_noise(sounds[13][int(start * SR) : int((start + 2) * SR)], 10.0)
+    query, at = fpr._resample(noisy, SR), round(start * rate)
+    same = fpr.waveform_correlation(query, heard[13], at, slack)
+    assert same >= fpr.WAVE_CORRELATION
+    assert fpr.waveform_correlation(query, heard[13], at + fpr.HOP, slack) == pytest.approx(same)  # within the slack
+    assert fpr.waveform_correlation(query, heard[13], at + rate, slack) < 0.5  # elsewhere in the same sound
+    assert max(fpr.waveform_correlation(query, heard[i], at, slack) for i in sounds if i != 13) < 0.5
+    assert fpr.waveform_correlation(query[: fpr.N_FFT], heard[13], at, slack) == -1.0  # too short to compare
+    assert fpr.waveform_correlation(query, heard[13], 60 * rate, slack) == -1.0  # no overlap
+    early = np.concatenate([np.zeros(rate // 4, np.float32), heard[13][: 2 * rate]])  # begins before the sample
+    assert fpr.waveform_correlation(early, heard[13], -(rate // 4), slack) > 0.99
+    both = fpr.likeness(noisy, SR, heard[13], start)
+    assert both == fpr.Likeness(fpr.spectral_correlation(noisy, SR, heard[13], start), pytest.approx(same))
+
+
 def test_a_match_the_landmarks_leave_open_is_named_when_its_own_audio_confirms_it() -> None:
+    like = fpr.Likeness
     open_ = [fpr.Match(1, 0.5, 6, 30.0, 0.3), fpr.Match(2, 1.0, 4, 20.0, 0.0), fpr.Match(3, 0.0, 2, 5.0, 0.0)]
     assert fpr.decide(open_) is None and [m.sample_id for m in fpr.to_verify(open_)] == [1, 2]
-    found = fpr.decide(open_, {1: 0.9, 2: 0.1})
+    found = fpr.decide(open_, {1: like(0.9, 0.0), 2: like(0.1, 0.0)})
     assert found is not None and found.sample_id == 1 and found.offset == 0.5
     assert fpr.THRESHOLD < found.confidence < 1.0
-    assert fpr.decide(open_, {1: 1.0})  # the runner-up could not be read: the best alone decides
-    assert fpr.decide(open_, {1: fpr.CORRELATION - 0.01, 2: 0.1}) is None
-    assert fpr.decide(open_, {1: 0.9, 2: 0.95}) is None  # two takes of one sound: the runner-up is closer
-    assert fpr.decide(open_, {2: 0.99}) is None  # only the best match can be named
+    assert fpr.decide(open_, {1: like(1.0, 0.0)})  # the runner-up could not be read: the best alone decides
+    assert fpr.decide(open_, {1: like(fpr.CORRELATION - 0.01, 0.0), 2: like(0.1, 0.0)}) is None
+    assert fpr.decide(open_, {1: like(0.9, 0.0), 2: like(0.95, 0.0)}) is None  # two takes: the runner-up is closer
+    assert fpr.decide(open_, {2: like(0.99, 0.99)}) is None  # only the best match can be named
+    # by its waveform: when it correlates WAVE_CORRELATION and leads the runner-up's by WAVE_LEAD
+    by_wave = fpr.decide(open_, {1: like(0.2, 0.9), 2: like(0.1, 0.5)})
+    assert by_wave is not None and by_wave.sample_id == 1 and fpr.THRESHOLD < by_wave.confidence < 1.0
+    assert fpr.decide(open_, {1: like(0.2, 0.9), 2: like(0.1, 0.9 - fpr.WAVE_LEAD / 2)}) is None  # two copies
+    assert fpr.decide(open_, {1: like(0.2, fpr.WAVE_CORRELATION - 0.01), 2: like(0.1, 0.0)}) is None
+    surer = fpr.decide(open_, {1: like(0.9, 0.99), 2: like(0.1, 0.5)})
+    assert surer is not None and surer.confidence > found.confidence  # the surer of the two checks counts
     chance = [fpr.Match(1, 0.5, fpr.VERIFY_VOTES - 1, 12.0, 0.1)]
-    assert fpr.to_verify(chance) == [] and fpr.decide(chance, {1: 1.0}) is None  # too few votes to be checked
+    assert fpr.to_verify(chance) == [] and fpr.decide(chance, {1: like(1.0, 1.0)}) is None  # too few votes
     settled = [fpr.Match(1, 0.5, 40, 120.0, 0.8), fpr.Match(2, 1.0, 4, 20.0, 0.0)]
-    assert fpr.to_verify(settled) == [] and fpr.decide(settled, {1: 0.0}) == settled[0]
+    assert fpr.to_verify(settled) == [] and fpr.decide(settled, {1: like(0.0, 0.0)}) == settled[0]
