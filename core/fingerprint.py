@@ -472,8 +472,8 @@ def _evidence(votes: int, query: np.ndarray, sample: np.ndarray | None, delta: i
 # noise 93.7 -> 95.5%; no more negatives passed, alone or at 10k (the closest correlates 0.756), and the 2 s
 # variants' wrong answers are the same but one (pink 5 dB). 1 s with 10 dB noise: 81.7 -> 83.7%, but wrong 0.4 ->
 # 1.3%: where the landmarks' best is another take of a tom, whose waveform correlates 0.96-0.98 with the query and
-# the right take is not among the candidates, so no runner-up check can tell. Tried for the phone
-# band: the waveform within 300-3400 Hz (phone 95.1 / 95.5% at a floor of 0.70, but 1.5% of negatives passed at
+# the right take is not among the candidates, so no runner-up check can tell. Tried for the phone band: the
+# waveform within 300-3400 Hz (phone 95.1 / 95.5% at a floor of 0.70, but 1.5% of negatives passed at
 # 10k; at a safe 0.86 +0.2 / +0.4 points), spectrograms smoothed 3x3 or over 5 bins, magnitudes normalised per
 # bin by their mean over time, the query's noise floor subtracted, only the cells above it, band envelopes (none
 # separated positives from negatives better than the plain spectral correlation). Opus at 16 kbit/s does not
@@ -527,9 +527,9 @@ def decide(matches: list[Match], likeness: Mapping[int, Likeness] | None = None)
     if mine is None or best.votes < VERIFY_VOTES:
         return None
     rival = (likeness or {}).get(matches[1].sample_id) if len(matches) > 1 else None
-    sure = []
+    sure = []  # how far past its floor each check that names it is (a runner-up closer still: two takes of one sound)
     if mine.spectral >= CORRELATION and (rival is None or rival.spectral <= mine.spectral):
-        sure.append((mine.spectral - CORRELATION) / (1 - CORRELATION))  # a closer runner-up: two takes of one sound
+        sure.append((mine.spectral - CORRELATION) / (1 - CORRELATION))
     if mine.waveform >= WAVE_CORRELATION and (rival is None or rival.waveform <= mine.waveform - WAVE_LEAD):
         sure.append((mine.waveform - WAVE_CORRELATION) / (1 - WAVE_CORRELATION))
     if not sure:
